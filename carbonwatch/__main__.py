@@ -1,0 +1,3 @@
+from carbonwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The ``carbonwatch`` command: one entry point, one subcommand per part of the system.
+
+Handlers import their part lazily, so ``carbonwatch edge`` on a gateway never imports numba,
+FastAPI or psycopg (which the gateway install does not have). argparse rather than typer keeps
+the gateway install free of extra dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from carbonwatch import __version__
+
+log = logging.getLogger("carbonwatch")
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("pymodbus", "aiomqtt", "amqtt", "transitions", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], object]) -> None:
+    """Run an async ``main(stop)`` until SIGINT/SIGTERM sets ``stop``; then let it finish cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+# --- subcommand handlers ------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from carbonwatch.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from carbonwatch.contracts.site import load_site
+    from carbonwatch.simulators.server import SiteSimulator
+
+    site = load_site(args.site)
+
+    async def main(stop: asyncio.Event) -> None:
+        sim = SiteSimulator(site)
+        await sim.start()
+        print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}; Ctrl-C to stop", flush=True)
+        await stop.wait()
+        await sim.stop()
+
+    run_until_signalled(main)
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from carbonwatch.contracts.site import load_site
+    from carbonwatch.edge.agent import Agent
+
+    site = load_site(args.site)
+    agent = Agent(site, args.gateway)
+    run_until_signalled(agent.run)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from carbonwatch.edge.probe import run_probe
+
+    return run_probe(args)
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    import threading
+
+    from carbonwatch.collector.db import database_url
+    from carbonwatch.collector.ingest import Collector, CollectorSettings
+
+    settings = CollectorSettings(
+        database_url=database_url(args.database_url),
+        mqtt_host=args.mqtt_host,
+        mqtt_port=args.mqtt_port,
+        mqtt_protocol=args.mqtt_protocol,
+        shared_group=args.shared_group or None,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    Collector(settings).run(stop)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from carbonwatch.api.app import create_app
+    from carbonwatch.collector.db import database_url
+
+    app = create_app(database_url(args.database_url))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from carbonwatch.collector.db import connect, migrate
+
+    with connect(args.database_url) as conn:
+        applied = migrate(conn, timescale={"auto": None, "yes": True, "no": False}[args.timescale])
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_db_register(args: argparse.Namespace) -> int:
+    from carbonwatch.collector.db import connect
+    from carbonwatch.collector.registry import register_site
+    from carbonwatch.contracts.site import load_site
+
+    with connect(args.database_url) as conn:
+        for path in args.sites:
+            site = load_site(path)
+            counts = register_site(conn, site)
+            print(f"{path}: {site.enterprise.code} {site.enterprise.name}: {counts}")
+    return 0
+
+
+def cmd_not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"carbonwatch {name}: not built yet ({issue}).", file=sys.stderr)
+        return 3
+
+    return handler
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _db_url_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (default: $CARBONWATCH_DATABASE_URL or postgresql://postgres@127.0.0.1:5432/carbonwatch)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carbonwatch",
+        description="Real-time energy and CO2 monitoring for key energy-using enterprises.",
+    )
+    parser.add_argument("--version", action="version", version=f"carbonwatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the whole system on simulated plants and print the dashboard URL")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port of the API and dashboard (default 8080)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--data-dir", help="where the embedded database and buffers live (default: a temporary folder)")
+    p.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of starting one")
+    _db_url_option(p)
+    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between meter polls (default 5)")
+    p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="serve the meters of a site file over Modbus")
+    p.add_argument("--site", required=True, help="site YAML file")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("edge", help="run the gateway agent for a site file")
+    p.add_argument("--site", required=True, help="site YAML file")
+    p.add_argument("--gateway", help="gateway id in the file (default: the first)")
+    p.set_defaults(func=cmd_edge)
+
+    p = sub.add_parser("probe", help="read raw registers and print every decoding, to map an unknown meter")
+    p.add_argument("--host", help="Modbus TCP host")
+    p.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    p.add_argument("--serial", metavar="DEVICE", help="serial port instead of TCP, e.g. /dev/ttyUSB0")
+    p.add_argument("--baudrate", type=int, default=9600)
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    p.add_argument("--unit", type=int, default=1, help="unit (slave) id")
+    p.add_argument("--address", type=int, required=True, help="first register, protocol (0-based) address")
+    p.add_argument("--count", type=int, default=4, help="registers to read (default 4)")
+    p.add_argument("--area", choices=["holding", "input"], default="holding")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("collector", help="consume telemetry from MQTT into the database")
+    _db_url_option(p)
+    p.add_argument("--mqtt-host", default="127.0.0.1")
+    p.add_argument("--mqtt-port", type=int, default=1883)
+    p.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--shared-group", default="collectors", help="MQTT 5 shared-subscription group ('' for none)")
+    p.set_defaults(func=cmd_collector)
+
+    p = sub.add_parser("api", help="serve the HTTP API and the dashboard")
+    _db_url_option(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("db", help="database schema and registry")
+    dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    q = dbsub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    _db_url_option(q)
+    q.add_argument("--timescale", choices=["auto", "yes", "no"], default="auto", help="TimescaleDB path")
+    q.set_defaults(func=cmd_db_migrate)
+    q = dbsub.add_parser("register", help="load site files into the registry")
+    _db_url_option(q)
+    q.add_argument("sites", nargs="+", help="site YAML files")
+    q.set_defaults(func=cmd_db_register)
+
+    p = sub.add_parser("account", help="compute tce and CO2 offline from an activity-data CSV")
+    p.add_argument("file", nargs="?")
+    p.set_defaults(func=cmd_not_built("account", "accounting core issue"))
+
+    p = sub.add_parser("factors", help="list and show the shipped factor tables")
+    p.add_argument("action", nargs="?", choices=["list", "show"])
+    p.set_defaults(func=cmd_not_built("factors", "accounting core issue"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    from carbonwatch.contracts.site import SiteConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, SiteConfigError) as exc:
+        print(f"carbonwatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

