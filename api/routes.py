@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from carbonwatch.accounting import METHOD_VERSION
-from carbonwatch.accounting.factors import ELECTRICITY_TCE_PER_MWH, FactorNotFound, electricity_factor
 from fastapi import APIRouter, Depends, HTTPException, Query
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from carbonwatch import __version__
+from carbonwatch.accounting import METHOD_VERSION
+from carbonwatch.accounting.factors import ELECTRICITY_TCE_PER_MWH, FactorNotFound, electricity_factor
 from carbonwatch.contracts.carriers import convert
 
 from .deps import db

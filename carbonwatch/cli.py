@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--data-dir", help="where the embedded database and buffers live (default: a temporary folder)")
     p.add_argument("--mqtt-url", help="use this broker (mqtt://host:port) instead of starting one")
+    p.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="broker to start when --mqtt-url is not given (auto: mosquitto if installed, else amqtt)",
+    )
     _db_url_option(p)
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between meter polls (default 5)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")

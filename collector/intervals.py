@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
+
 from carbonwatch.accounting.intervals import BUCKET_SECONDS, counter_intervals
 
 

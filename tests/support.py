@@ -1,0 +1,146 @@
+"""Helpers shared by the test suites (importable as ``support`` from any test)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from carbonwatch.contracts.site import Site
+
+REPO = Path(__file__).resolve().parent.parent
+SITES = REPO / "simulators" / "sites"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def site_from_file(name: str, **gateway_overrides: Any) -> dict:
+    """A packaged site file as a dict, for a test to adjust before validating."""
+    raw = yaml.safe_load((SITES / name).read_text("utf-8"))
+    for g in raw["gateways"]:
+        g.update(gateway_overrides)
+    return raw
+
+
+def localise(raw: dict, tmp: Path, broker_port: int, ports: dict[int, int], poll_interval: float = 1.0) -> Site:
+    """Point a site dict at a test's broker, free Modbus ports and temporary buffer folder."""
+    from carbonwatch.embedded import free_port
+
+    for g in raw["gateways"]:
+        g["poll_interval"] = poll_interval
+        g["mqtt"] = {"host": "127.0.0.1", "port": broker_port}
+        g["buffer"] = {"path": str(tmp / f"{g['id']}.sqlite"), "max_bytes": "64MiB"}
+        for m in g["meters"]:
+            c = m["connection"]
+            if c["type"] == "tcp":
+                c["port"] = ports.setdefault(c["port"], free_port())
+    return Site.model_validate(raw)
+
+
+class BackgroundLoop:
+    """An asyncio loop in a thread, so a synchronous test can run servers and agents beside it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+
+    def __enter__(self) -> BackgroundLoop:
+        self._thread.start()
+        return self
+
+    def run(self, coro, timeout: float = 30.0):
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def spawn(self, coro):
+        """Start a coroutine on the loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, fn, *args):
+        """Run a plain function on the loop thread (for objects that are not thread-safe)."""
+
+        async def _call():
+            return fn(*args)
+
+        return self.run(_call())
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class UvicornThread:
+    """A real uvicorn server on a loopback port, in a thread."""
+
+    def __init__(self, app, port: int) -> None:
+        import threading
+
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.server.install_signal_handlers = lambda: None
+        self.url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> UvicornThread:
+        self._thread.start()
+        wait_until(lambda: self.server.started, 20, what="uvicorn to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+
+
+class CollectorThread:
+    """A real collector running in a thread until the ``with`` block ends."""
+
+    def __init__(self, db_url: str, broker_port: int, **settings: Any) -> None:
+        import threading
+
+        from carbonwatch.collector.ingest import Collector, CollectorSettings
+
+        settings.setdefault("client_id", f"test-collector-{broker_port}")
+        settings.setdefault("flush_interval", 0.2)
+        self.collector = Collector(CollectorSettings(db_url, mqtt_port=broker_port, **settings))
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self.collector.run, args=(self.stop_event,), daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        wait_until(lambda: self.collector.wait_connected(0.1), 20, what="collector to connect")
+        return self.collector
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self._thread.join(20)
