@@ -1,80 +1,253 @@
-"""Keep ``intervals_15m`` in step with ``readings`` for the counters a batch touched.
+"""The interval builder: counter readings to 15-minute consumption, crash-safe and set-based.
 
-For each touched counter the affected buckets run from the last good reading before the
-new ones to the first good reading after them (late data changes both neighbours). The
-readings around that span are loaded, the accounting core turns them into consumption per
-bucket, and the buckets in the span are replaced.
+The writer queues a dirty span (point, earliest and latest new reading) in the same
+transaction as the readings. The builder claims queued spans, merges them per point, and
+in one transaction: locks the points (so two collectors never interleave on one point),
+reads the readings around every span with one query, lets the accounting core turn them
+into consumption per bucket, replaces the affected buckets of ``intervals_15m``, refreshes
+the rollups (plain PostgreSQL), and deletes the spans. A crash at any point leaves the spans
+queued and the work is redone.
+
+Which buckets a span affects: new readings change the pairs from the last good reading
+before them to the first one after, so the buckets from the one holding that previous
+reading through the one holding the next are recomputed. Those buckets need every pair that
+touches them, so the readings are loaded from a baseline before the first bucket: among the
+last few good readings before it, the latest that is not below an earlier one. The core keeps
+its baseline through a backwards step (a transient zero is skipped, not counted from), so a
+window must not start on such a reading; this choice agrees with a computation over the whole
+history as long as a run of backwards readings is shorter than the lookback.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import psycopg
 
 from carbonwatch.accounting.intervals import BUCKET_SECONDS, counter_intervals
 
+from .copy_format import HEADER, PG_EPOCH_US, TRAILER
+from .metrics import CollectorMetrics
+from .rollups import refresh_rollups
 
-def _floor(ts: float) -> float:
-    return ts - ts % BUCKET_SECONDS
+log = logging.getLogger("carbonwatch.collector.intervals")
+
+LOOKBACK = 8  # readings before a span searched for a baseline
+_LOCK_CLASS = 0x63770002  # advisory lock class of per-point builder locks ("cw" + 2)
+
+_CLAIM = """
+DELETE FROM interval_dirty WHERE id IN (
+    SELECT id FROM interval_dirty
+    WHERE not_before IS NULL OR not_before <= now()
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING point_id, lo, hi"""
+
+_WINDOWS = f"""
+WITH d AS (SELECT * FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS d(point_id, lo, hi)),
+w AS (
+    SELECT d.point_id, p.rollover,
+           date_bin('15 minutes', coalesce(
+               (SELECT max(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts < d.lo),
+               d.lo), timestamptz '2000-01-01 00:00+00') AS span_lo,
+           date_bin('15 minutes', coalesce(
+               (SELECT min(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts > d.hi),
+               d.hi), timestamptz '2000-01-01 00:00+00') + interval '15 minutes' AS span_hi
+    FROM d JOIN points p ON p.id = d.point_id AND p.kind = 'counter'
+)
+SELECT w.point_id, w.rollover, w.span_lo, w.span_hi, x.ts, x.value
+FROM w CROSS JOIN LATERAL (
+    SELECT array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts) AS ts, array_agg(u.value ORDER BY u.ts) AS value
+    FROM (
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts < w.span_lo ORDER BY r.ts DESC LIMIT {LOOKBACK})
+        UNION ALL
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.span_lo AND r.ts < w.span_hi)
+        UNION ALL
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.span_hi ORDER BY r.ts LIMIT 1)
+    ) u
+) x
+ORDER BY w.point_id"""
+
+_DELETE = """
+DELETE FROM intervals_15m i USING unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS s(point_id, lo, hi)
+WHERE i.point_id = s.point_id AND i.bucket >= s.lo AND i.bucket < s.hi"""
+
+_IV_DTYPE = np.dtype(
+    [("n", ">i2"), ("l_p", ">i4"), ("p", ">i4"), ("l_b", ">i4"), ("b", ">i8"), ("l_q", ">i4"), ("q", ">f8"),
+     ("l_f", ">i4"), ("f", ">i4"), ("l_c", ">i4"), ("c", ">f4")]
+)  # fmt: skip
 
 
-def rebuild_intervals(conn: psycopg.Connection, touched: dict[int, list[datetime]]) -> int:
-    """Recompute the 15-minute buckets of touched counters; return the number of buckets written."""
-    if not touched:
+@dataclass
+class BuildResult:
+    spans: int = 0  # dirty spans claimed
+    points: int = 0
+    buckets: int = 0  # intervals written
+
+
+def baseline_index(values_before: np.ndarray) -> int:
+    """Index of the reading to start from among those before a window: the latest one that is
+    not below any earlier one (0 if there are none)."""
+    if len(values_before) == 0:
         return 0
-    counters = dict(
-        conn.execute(
-            "SELECT id, rollover FROM points WHERE id = ANY(%s) AND kind = 'counter'", (list(touched),)
-        ).fetchall()
-    )
-    written = 0
-    with conn.transaction():
-        for point_id, rollover in counters.items():
-            times = touched[point_id]
-            lo, hi = min(times), max(times)
-            prev = conn.execute(
-                "SELECT max(ts) FROM readings WHERE point_id = %s AND ts < %s AND quality < 2", (point_id, lo)
-            ).fetchone()[0]
-            nxt = conn.execute(
-                "SELECT min(ts) FROM readings WHERE point_id = %s AND ts > %s AND quality < 2", (point_id, hi)
-            ).fetchone()[0]
-            span_lo = _floor((prev or lo).timestamp())
-            span_hi = _floor((nxt or hi).timestamp()) + BUCKET_SECONDS
-            rows = conn.execute(
-                """SELECT extract(epoch FROM ts), value FROM readings
-                   WHERE point_id = %(p)s AND quality < 2 AND ts >= coalesce(
-                       (SELECT max(ts) FROM readings WHERE point_id = %(p)s AND quality < 2 AND ts < %(lo)s), %(lo)s)
-                     AND ts <= coalesce(
-                       (SELECT min(ts) FROM readings WHERE point_id = %(p)s AND quality < 2 AND ts >= %(hi)s), %(hi)s)
-                   ORDER BY ts""",
-                {"p": point_id, "lo": _dt(span_lo), "hi": _dt(span_hi)},
+    running = np.maximum.accumulate(values_before)
+    return int(np.flatnonzero(values_before >= running)[-1])
+
+
+def _merge(rows: list[tuple[int, datetime, datetime]]) -> dict[int, tuple[datetime, datetime]]:
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    for point_id, lo, hi in rows:
+        old = spans.get(point_id)
+        spans[point_id] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+    return spans
+
+
+def _encode(point_id: int, bucket: np.ndarray, qty: np.ndarray, flags: np.ndarray, cov: np.ndarray) -> bytes:
+    rows = np.empty(len(bucket), dtype=_IV_DTYPE)
+    rows["n"] = 5
+    rows["l_p"], rows["l_b"], rows["l_q"], rows["l_f"], rows["l_c"] = 4, 8, 8, 4, 4
+    rows["p"] = point_id
+    rows["b"] = bucket.astype(np.int64) * 1_000_000 - PG_EPOCH_US
+    rows["q"], rows["f"], rows["c"] = qty, flags, cov
+    return rows.tobytes()
+
+
+def build_intervals(conn: psycopg.Connection, max_spans: int = 20_000, points: list[int] | None = None) -> BuildResult:
+    """Claim queued spans (of ``points`` only, if given) and rebuild their intervals, in one
+    transaction. Returns what was done; ``spans == 0`` means the queue was empty."""
+    if not conn.autocommit:
+        raise RuntimeError("build_intervals needs an autocommit connection")
+    result = BuildResult()
+    with conn.transaction(), conn.cursor() as cur:
+        if points is None:
+            rows = cur.execute(_CLAIM, (max_spans,)).fetchall()
+        else:
+            rows = cur.execute(
+                "DELETE FROM interval_dirty WHERE point_id = ANY(%s) RETURNING point_id, lo, hi", (points,)
             ).fetchall()
-            if len(rows) < 2:
+        if not rows:
+            return result
+        spans = _merge(rows)
+        ids = sorted(spans)
+        result.spans, result.points = len(rows), len(ids)
+        # Sorted lock order: two builders sharing points wait instead of deadlocking.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int4[]) AS p", (_LOCK_CLASS, ids))
+        windows = cur.execute(_WINDOWS, (ids, [spans[p][0] for p in ids], [spans[p][1] for p in ids])).fetchall()
+
+        body: list[bytes] = []
+        for point_id, rollover, span_lo, span_hi, ts_list, value_list in windows:
+            if not ts_list:
                 continue
-            arr = np.array(rows, dtype=np.float64)
-            iv = counter_intervals(arr[:, 0], arr[:, 1], rollover)
-            keep = (iv.bucket >= span_lo) & (iv.bucket < span_hi)
-            out = [
-                (point_id, _dt(b), float(q), int(f), float(c))
-                for b, q, f, c in zip(
-                    iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep], strict=True
-                )
-            ]
-            conn.execute(
-                "DELETE FROM intervals_15m WHERE point_id = %s AND bucket >= %s AND bucket < %s",
-                (point_id, _dt(span_lo), _dt(span_hi)),
-            )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO intervals_15m (point_id, bucket, quantity, flags, coverage)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    out,
-                )
-            written += len(out)
-    return written
+            ts = np.array(ts_list, dtype=np.float64)
+            values = np.array(value_list, dtype=np.float64)
+            lo, hi = span_lo.timestamp(), span_hi.timestamp()
+            start = baseline_index(values[: np.searchsorted(ts, lo)])
+            iv = counter_intervals(ts[start:], values[start:], rollover, bucket_seconds=BUCKET_SECONDS)
+            keep = (iv.bucket >= lo) & (iv.bucket < hi)
+            if keep.any():
+                body.append(_encode(point_id, iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep]))
+                result.buckets += int(keep.sum())
+
+        affected = ([w[0] for w in windows], [w[2] for w in windows], [w[3] for w in windows])
+        cur.execute(_DELETE, affected)
+        if body:
+            with cur.copy(
+                "COPY intervals_15m (point_id, bucket, quantity, flags, coverage) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.write(HEADER + b"".join(body) + TRAILER)
+        refresh_rollups(conn, *affected)
+    return result
 
 
-def _dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(float(epoch), tz=UTC)
+def _postpone(conn: psycopg.Connection, point_id: int) -> None:
+    conn.execute(
+        "UPDATE interval_dirty SET attempts = attempts + 1, "
+        "not_before = now() + least(interval '1 hour', interval '10 seconds' * power(2, attempts)) "
+        "WHERE point_id = %s",
+        (point_id,),
+    )
+
+
+class IntervalBuilder:
+    """Runs :func:`build_intervals` in a thread: right away while there is a backlog, else every
+    ``period`` seconds. One point whose intervals fail to build is retried later with back-off;
+    the others go on."""
+
+    def __init__(self, database_url: str, metrics: CollectorMetrics, period: float = 5.0) -> None:
+        self.database_url = database_url
+        self.metrics = metrics
+        self.period = period
+        self.wakeup = threading.Event()
+
+    def run(self, stop: threading.Event, drain_timeout: float = 10.0) -> None:
+        """Build until ``stop`` is set, then bring the intervals up to date (for at most
+        ``drain_timeout`` seconds) so that a stopped collector leaves current intervals behind."""
+        conn: psycopg.Connection | None = None
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=10)
+                done = self._cycle(conn)
+                backoff = 0.5
+                if done.spans == 0:
+                    self.wakeup.wait(self.period)
+                    self.wakeup.clear()
+            except psycopg.OperationalError as exc:
+                log.warning("interval builder: database unavailable (%s); retrying", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        deadline = time.monotonic() + drain_timeout
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            while time.monotonic() < deadline and self._cycle(conn).spans:
+                pass
+        except psycopg.Error as exc:
+            log.warning("intervals left queued on stop (%s); the next start builds them", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _cycle(self, conn: psycopg.Connection) -> BuildResult:
+        try:
+            done = build_intervals(conn)
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            log.exception("interval build failed; retrying the queued points one by one")
+            done = self._one_by_one(conn)
+        self.metrics.intervals_written.inc(done.buckets)
+        (backlog,) = conn.execute("SELECT count(*) FROM interval_dirty").fetchone()
+        self.metrics.interval_backlog.set(backlog)
+        return done
+
+    def _one_by_one(self, conn: psycopg.Connection) -> BuildResult:
+        total = BuildResult()
+        ids = [r[0] for r in conn.execute(
+            "SELECT DISTINCT point_id FROM interval_dirty WHERE not_before IS NULL OR not_before <= now() LIMIT 1000"
+        )]  # fmt: skip
+        for point_id in ids:
+            try:
+                done = build_intervals(conn, points=[point_id])
+            except psycopg.OperationalError:
+                raise
+            except Exception:
+                log.exception("intervals of point %d failed to build; postponed", point_id)
+                self.metrics.interval_failures.inc()
+                _postpone(conn, point_id)
+                continue
+            total.spans += done.spans
+            total.points += done.points
+            total.buckets += done.buckets
+        return total

@@ -1,0 +1,92 @@
+-- Collector bookkeeping, the same on plain PostgreSQL and TimescaleDB (needs PostgreSQL >= 14):
+-- the interval builder's dirty-span queue, 15-minute completeness per point, idempotent dead
+-- letters and the time each point was registered (from when its values are expected).
+
+ALTER TABLE points ADD COLUMN registered_at timestamptz NOT NULL DEFAULT now();
+
+-- A redelivered bad message must not add a second row: digest = sha256(topic || payload).
+ALTER TABLE dead_letters ADD COLUMN digest bytea;
+UPDATE dead_letters SET digest = sha256(convert_to(topic, 'UTF8') || payload);
+ALTER TABLE dead_letters ALTER COLUMN digest SET NOT NULL;
+CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
+CREATE INDEX dead_letters_reason ON dead_letters (reason, received_at);
+
+-- Counter readings committed but not yet turned into 15-minute intervals. A row is written in
+-- the same transaction as the readings it describes and deleted in the same transaction as
+-- the intervals computed from them, so a crash anywhere leaves either the work or the queue.
+CREATE TABLE interval_dirty (
+    id          bigserial PRIMARY KEY,
+    point_id    integer NOT NULL,
+    lo          timestamptz NOT NULL,      -- earliest new reading
+    hi          timestamptz NOT NULL,      -- latest new reading
+    queued_at   timestamptz NOT NULL DEFAULT now(),
+    attempts    integer NOT NULL DEFAULT 0,
+    not_before  timestamptz                -- set after a failed build, so one bad point cannot stall the rest
+);
+CREATE INDEX interval_dirty_point ON interval_dirty (point_id);
+
+-- Which 15-minute slots of a Beijing-time month hold at least one good reading of a point.
+-- bucket is 00:00 Asia/Shanghai on the first day of the month; bit i (0 = leftmost) is the slot
+-- starting i * 15 minutes later (31 days * 96 slots; bits past the month's end stay 0). The
+-- collector ORs bits in, so redelivery and late data are harmless and the count is exact.
+CREATE TABLE completeness_1mon (
+    point_id    integer NOT NULL,
+    bucket      timestamptz NOT NULL,
+    slots       bit(2976) NOT NULL,
+    received    integer GENERATED ALWAYS AS (bit_count(slots)) STORED,
+    PRIMARY KEY (point_id, bucket)
+);
+
+CREATE FUNCTION cw_slot_bit(slot integer) RETURNS bit(2976)
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN set_bit(repeat('0', 2976)::bit(2976), slot, 1);
+
+-- Expected and received 15-minute values per point, over [p_from, p_to) as a whole
+-- (p_period NULL) or per Beijing 'day' or 'month' inside it. A slot is expected once it has
+-- ended (before now()) and the point existed (registered, or its first reading if earlier);
+-- it is received when it holds a good reading. The national rule asks received/expected >= 0.9.
+CREATE FUNCTION cw_completeness(
+    p_from timestamptz, p_to timestamptz, p_points integer[] DEFAULT NULL, p_period text DEFAULT NULL
+) RETURNS TABLE (point_id integer, period_start timestamptz, expected integer, received integer)
+LANGUAGE sql STABLE AS $$
+    WITH periods AS (
+        SELECT p_from AS lo, p_to AS hi
+        WHERE p_period IS NULL
+        UNION ALL
+        SELECT greatest(g AT TIME ZONE 'Asia/Shanghai', p_from),
+               least((g + ('1 ' || p_period)::interval) AT TIME ZONE 'Asia/Shanghai', p_to)
+        FROM generate_series(
+            date_trunc(p_period, p_from AT TIME ZONE 'Asia/Shanghai'),
+            (p_to AT TIME ZONE 'Asia/Shanghai') - interval '1 microsecond',
+            ('1 ' || p_period)::interval
+        ) AS g
+        WHERE p_period IN ('day', 'month')
+    ),
+    pts AS (
+        SELECT p.id, least(p.registered_at, coalesce(
+                   (SELECT min(r.ts) FROM readings r WHERE r.point_id = p.id), p.registered_at)) AS since
+        FROM points p
+        WHERE p.active AND (p_points IS NULL OR p.id = ANY (p_points))
+    ),
+    spans AS (
+        -- whole slots: from the first slot start at or after lo to the last slot end at or before hi
+        SELECT pts.id, periods.lo AS period_start,
+               date_bin('15 minutes', greatest(periods.lo, pts.since) - interval '1 microsecond',
+                        timestamptz '2000-01-01 00:00+00') + interval '15 minutes' AS a,
+               date_bin('15 minutes', least(periods.hi, now()), timestamptz '2000-01-01 00:00+00') AS b
+        FROM pts CROSS JOIN periods
+    )
+    SELECT s.id, s.period_start,
+           greatest(0, floor(extract(epoch FROM s.b - s.a) / 900))::integer,
+           coalesce((
+               SELECT sum(bit_count(substring(c.slots FROM m.i + 1 FOR m.j - m.i)))
+               FROM completeness_1mon c
+               CROSS JOIN LATERAL (
+                   SELECT greatest(0, floor(extract(epoch FROM s.a - c.bucket) / 900))::integer AS i,
+                          least(2976, floor(extract(epoch FROM s.b - c.bucket) / 900))::integer AS j
+               ) m
+               WHERE c.point_id = s.id AND c.bucket < s.b
+                 AND c.bucket >= date_trunc('month', s.a, 'Asia/Shanghai') AND m.j > m.i
+           ), 0)::integer
+    FROM spans s
+$$;

@@ -1,0 +1,178 @@
+"""One batch of parsed messages into the database, in one transaction.
+
+Order of work, the same in every collector so that two collectors writing overlapping rows
+wait for each other instead of deadlocking: readings (binary COPY into a temporary staging
+table, then ``INSERT ... ON CONFLICT DO NOTHING`` in (point, time) order), completeness bits,
+the interval builder's dirty spans, dead letters, gateway sequence numbers. Everything a batch
+implies is committed together or not at all, so the builder can never miss readings.
+
+A database that refuses part of a batch for a reason other than being unavailable (a
+constraint an operator added, an unsupported insert into a compressed chunk) must not stall
+the collector: the batch is split until the refused messages are isolated, and those go to
+the dead letters with the database's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+
+from .copy_format import COLUMNS, encode_readings
+from .timebase import month_slots
+from .validate import REJECTED_BY_DATABASE, DeadLetter, Parsed
+
+STAGING = "cw_staging"
+# Rows older than this are checked against existing rows before the insert. On TimescaleDB they
+# may sit in compressed chunks, where ON CONFLICT is slow and has had bugs (timescaledb#5801,
+# #7672); on plain PostgreSQL the check costs one index probe per late row.
+LATE_AFTER = "7 days"
+
+_INSERT_READINGS = f"""
+INSERT INTO readings (point_id, ts, value, quality)
+SELECT s.point_id, s.ts, s.value, s.quality FROM {STAGING} s
+WHERE s.ts >= now() - interval '{LATE_AFTER}'
+   OR NOT EXISTS (SELECT 1 FROM readings r WHERE r.point_id = s.point_id AND r.ts = s.ts)
+ORDER BY s.point_id, s.ts
+ON CONFLICT DO NOTHING"""
+
+_EPOCH_US = "timestamptz 'epoch' + interval '1 microsecond' * "
+
+_COMPLETENESS = f"""
+INSERT INTO completeness_1mon AS c (point_id, bucket, slots)
+SELECT s.point_id, {_EPOCH_US} s.month_us, bit_or(cw_slot_bit(s.slot))
+FROM unnest(%s::int4[], %s::int8[], %s::int4[]) AS s(point_id, month_us, slot)
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (point_id, bucket) DO UPDATE SET slots = c.slots | EXCLUDED.slots
+WHERE c.slots | EXCLUDED.slots <> c.slots"""
+
+_DIRTY = f"""
+INSERT INTO interval_dirty (point_id, lo, hi)
+SELECT s.point_id, {_EPOCH_US} s.lo_us, {_EPOCH_US} s.hi_us
+FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS s(point_id, lo_us, hi_us)
+JOIN points p ON p.id = s.point_id AND p.kind = 'counter'
+ORDER BY 1"""
+
+_DEAD = """
+INSERT INTO dead_letters (topic, payload, reason, detail, digest)
+SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::text[], %s::bytea[]) ORDER BY 5
+ON CONFLICT (digest) DO NOTHING"""
+
+_GATEWAYS = """
+UPDATE gateways g SET last_seq = GREATEST(COALESCE(g.last_seq, -1), s.seq), last_seen = now()
+FROM (SELECT * FROM unnest(%s::int4[], %s::int8[]) AS s(id, seq) ORDER BY 1) s
+WHERE g.id = s.id"""
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0  # new reading rows
+    readings: int = 0  # reading rows offered, duplicates included
+    stored: list[Parsed] = field(default_factory=list)  # messages whose readings are committed
+    dead: list[DeadLetter] = field(default_factory=list)  # dead letters committed
+
+
+def prepare(conn: psycopg.Connection) -> None:
+    """Create this connection's staging table (once per connection)."""
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} "
+        "(point_id int4, ts timestamptz, value float8, quality int2) ON COMMIT DELETE ROWS"
+    )
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order of ``keys`` and the start index of each run of equal keys in that order."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    return order, np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+
+
+def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
+    """Write ``batch`` in one transaction; returns what was committed. Raises psycopg errors."""
+    # An autocommit connection makes the block below a real BEGIN/COMMIT. On a connection with
+    # autocommit off it would be a SAVEPOINT inside an implicit transaction that never commits,
+    # and the caller would acknowledge messages whose rows are not durable.
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("write_batch needs an idle autocommit connection, or acknowledged rows may not commit")
+    good = [p for p in batch if p.dead is None]
+    dead = [p.dead for p in batch if p.dead is not None]
+    result = WriteResult(stored=good, dead=dead)
+    with conn.transaction(), conn.cursor() as cur:
+        if any(p.rows for p in good):
+            pid = np.concatenate([p.point_id for p in good])
+            ts_us = np.concatenate([p.ts_us for p in good])
+            value = np.concatenate([p.value for p in good])
+            quality = np.concatenate([p.quality for p in good])
+            result.readings = len(pid)
+            with cur.copy(f"COPY {STAGING} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(encode_readings(pid, ts_us, value, quality))
+            cur.execute(_INSERT_READINGS)
+            result.inserted = cur.rowcount
+
+            ok = quality < 2  # good or uncertain: what counters and completeness use
+            received = quality == 0
+            if received.any():
+                month_us, slot = month_slots(ts_us[received])
+                key = np.unique(np.rec.fromarrays([pid[received], month_us, slot]))
+                cur.execute(_COMPLETENESS, (key.f0.tolist(), key.f1.tolist(), key.f2.tolist()))
+            if ok.any():
+                order, starts = _groups(pid[ok])
+                t = ts_us[ok][order]
+                cur.execute(
+                    _DIRTY,
+                    (
+                        pid[ok][order][starts].tolist(),
+                        np.minimum.reduceat(t, starts).tolist(),
+                        np.maximum.reduceat(t, starts).tolist(),
+                    ),
+                )
+        if dead:
+            cur.execute(
+                _DEAD,
+                (
+                    [_clean(d.topic) for d in dead],
+                    [d.payload for d in dead],
+                    [d.reason for d in dead],
+                    [_clean(d.detail) for d in dead],
+                    [hashlib.sha256(d.topic.encode() + d.payload).digest() for d in dead],
+                ),
+            )
+        seqs: dict[int, int] = {}
+        for p in good:
+            seqs[p.gateway_id] = max(p.seq, seqs.get(p.gateway_id, -1))
+        if seqs:
+            cur.execute(_GATEWAYS, (list(seqs), list(seqs.values())))
+    return result
+
+
+def write_isolating(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
+    """:func:`write_batch`, splitting the batch when the database refuses it for a reason other
+    than being unavailable; a single refused message becomes a dead letter. Operational errors
+    (connection lost, deadlock, shutdown) propagate so that the caller retries the whole batch.
+    """
+    try:
+        return write_batch(conn, batch)
+    except psycopg.OperationalError:
+        raise
+    except psycopg.DatabaseError as exc:
+        if len(batch) == 1:
+            p = batch[0]
+            m = p.message
+            if p.dead is not None:
+                raise  # even the dead letter was refused: nothing sensible is left to do
+            detail = f"{type(exc).__name__}: {exc}"
+            return write_batch(conn, [Parsed(m, dead=DeadLetter(m.topic, m.payload, REJECTED_BY_DATABASE, detail))])
+    half = len(batch) // 2
+    first, second = write_isolating(conn, batch[:half]), write_isolating(conn, batch[half:])
+    return WriteResult(
+        inserted=first.inserted + second.inserted,
+        readings=first.readings + second.readings,
+        stored=first.stored + second.stored,
+        dead=first.dead + second.dead,
+    )
