@@ -8,14 +8,18 @@ into consumption per bucket, replaces the affected buckets of ``intervals_15m``,
 the rollups (plain PostgreSQL), and deletes the spans. A crash at any point leaves the spans
 queued and the work is redone.
 
-Which buckets a span affects: new readings change the pairs from the last good reading
-before them to the first one after, so the buckets from the one holding that previous
-reading through the one holding the next are recomputed. Those buckets need every pair that
-touches them, so the readings are loaded from a baseline before the first bucket: among the
-last few good readings before it, the latest that is not below an earlier one. The core keeps
-its baseline through a backwards step (a transient zero is skipped, not counted from), so a
-window must not start on such a reading; this choice agrees with a computation over the whole
-history as long as a run of backwards readings is shorter than the lookback.
+Which buckets a span affects. New readings change the pairs from the last good reading before
+them to the first one after, so at least the buckets from the one holding that previous
+reading to the one holding the next are rewritten. The core keeps its baseline through a
+backwards step (a transient zero is skipped, not counted from), so a window must start on a
+reading the core accepted, and a late reading can change whether later ones are accepted.
+Hence the window starts, among the last few readings before the first bucket, at the latest
+that is not below an earlier one, and it ends after the first reading following the span
+that is not below any reading before it: the core accepts such readings whatever came before,
+so from them on a computation over the whole history and one over the window agree. Both
+searches look ``LOOKBACK`` readings far; runs of backwards readings are shorter in practice (a
+property test checks the agreement, with runs of up to two and with rollovers). A window
+around a register rollover reaches further, as readings after the wrap are below those before.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
@@ -47,30 +51,37 @@ DELETE FROM interval_dirty WHERE id IN (
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
 RETURNING point_id, lo, hi"""
 
+_EPOCH_ARRAY = "array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts), array_agg(u.value ORDER BY u.ts)"
+
+# Per span: the counter's rollover, the last readings before the span (to find the baseline the
+# new readings are counted from) and the first reading after it.
+_SPANS = f"""
+SELECT d.point_id, p.rollover, x.*,
+       (SELECT min(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts > d.hi)
+FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS d(point_id, lo, hi)
+JOIN points p ON p.id = d.point_id AND p.kind = 'counter'
+CROSS JOIN LATERAL (
+    SELECT {_EPOCH_ARRAY} FROM (
+        SELECT r.ts, r.value FROM readings r
+        WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts < d.lo ORDER BY r.ts DESC LIMIT {LOOKBACK}
+    ) u
+) x
+ORDER BY d.point_id"""
+
+# Per window [lo, hi): its readings, the last readings before it and the first ones after it.
 _WINDOWS = f"""
-WITH d AS (SELECT * FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS d(point_id, lo, hi)),
-w AS (
-    SELECT d.point_id, p.rollover,
-           date_bin('15 minutes', coalesce(
-               (SELECT max(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts < d.lo),
-               d.lo), timestamptz '2000-01-01 00:00+00') AS span_lo,
-           date_bin('15 minutes', coalesce(
-               (SELECT min(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts > d.hi),
-               d.hi), timestamptz '2000-01-01 00:00+00') + interval '15 minutes' AS span_hi
-    FROM d JOIN points p ON p.id = d.point_id AND p.kind = 'counter'
-)
-SELECT w.point_id, w.rollover, w.span_lo, w.span_hi, x.ts, x.value
-FROM w CROSS JOIN LATERAL (
-    SELECT array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts) AS ts, array_agg(u.value ORDER BY u.ts) AS value
-    FROM (
+SELECT w.point_id, x.*
+FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS w(point_id, lo, hi)
+CROSS JOIN LATERAL (
+    SELECT {_EPOCH_ARRAY} FROM (
         (SELECT r.ts, r.value FROM readings r
-         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts < w.span_lo ORDER BY r.ts DESC LIMIT {LOOKBACK})
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts < w.lo ORDER BY r.ts DESC LIMIT {LOOKBACK})
         UNION ALL
         (SELECT r.ts, r.value FROM readings r
-         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.span_lo AND r.ts < w.span_hi)
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.lo AND r.ts < w.hi)
         UNION ALL
         (SELECT r.ts, r.value FROM readings r
-         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.span_hi ORDER BY r.ts LIMIT 1)
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.hi ORDER BY r.ts LIMIT {LOOKBACK + 1})
     ) u
 ) x
 ORDER BY w.point_id"""
@@ -99,6 +110,32 @@ def baseline_index(values_before: np.ndarray) -> int:
         return 0
     running = np.maximum.accumulate(values_before)
     return int(np.flatnonzero(values_before >= running)[-1])
+
+
+def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, tail_complete: bool) -> float:
+    """End (exclusive, a bucket boundary) of the buckets to rewrite: through the bucket of the
+    first reading after ``hi`` that is not below any reading before it, at least to ``min_end``.
+    Without such a reading: through the last bucket the loaded readings fully describe."""
+    if len(ts) == 0:
+        return min_end
+    running = np.maximum.accumulate(values)
+    usable = len(ts) if tail_complete else len(ts) - 1  # the pair after a reading must be loaded too
+    stable = np.flatnonzero((ts[:usable] > hi) & (values[:usable] >= running[:usable]))
+    if len(stable):
+        end = _floor(ts[stable[0]]) + BUCKET_SECONDS
+    elif tail_complete:
+        end = _floor(ts[-1]) + BUCKET_SECONDS
+    else:
+        end = _floor(ts[-1])
+    return max(end, min_end)
+
+
+def _floor(t: float) -> float:
+    return t - t % BUCKET_SECONDS
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _merge(rows: list[tuple[int, datetime, datetime]]) -> dict[int, tuple[datetime, datetime]]:
@@ -139,23 +176,43 @@ def build_intervals(conn: psycopg.Connection, max_spans: int = 20_000, points: l
         result.spans, result.points = len(rows), len(ids)
         # Sorted lock order: two builders sharing points wait instead of deadlocking.
         cur.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int4[]) AS p", (_LOCK_CLASS, ids))
-        windows = cur.execute(_WINDOWS, (ids, [spans[p][0] for p in ids], [spans[p][1] for p in ids])).fetchall()
+        # Where each span's rewrite starts and (at least) ends: from the bucket of the baseline the
+        # new readings are counted from, to the bucket of the first reading after them.
+        first = {}  # point -> (rollover, start bucket, minimum end bucket, latest new reading)
+        for point_id, rollover, ts_before, values_before, next_ts in cur.execute(
+            _SPANS, (ids, [spans[p][0] for p in ids], [spans[p][1] for p in ids])
+        ).fetchall():
+            lo, hi = spans[point_id]
+            if ts_before:
+                k = baseline_index(np.array(values_before, dtype=np.float64))
+                start = _floor(ts_before[k])
+            else:
+                start = _floor(lo.timestamp())
+            first[point_id] = (rollover, start, _floor((next_ts or hi).timestamp()) + BUCKET_SECONDS, hi.timestamp())
+        pids = list(first)
+        windows = cur.execute(
+            _WINDOWS, (pids, [_utc(first[p][1]) for p in pids], [_utc(first[p][2]) for p in pids])
+        ).fetchall()
 
         body: list[bytes] = []
-        for point_id, rollover, span_lo, span_hi, ts_list, value_list in windows:
-            if not ts_list:
-                continue
-            ts = np.array(ts_list, dtype=np.float64)
-            values = np.array(value_list, dtype=np.float64)
-            lo, hi = span_lo.timestamp(), span_hi.timestamp()
+        affected: tuple[list, list, list] = ([], [], [])
+        for point_id, ts_list, value_list in windows:
+            rollover, lo, min_hi, new_hi = first[point_id]
+            ts = np.array(ts_list or [], dtype=np.float64)
+            values = np.array(value_list or [], dtype=np.float64)
             start = baseline_index(values[: np.searchsorted(ts, lo)])
-            iv = counter_intervals(ts[start:], values[start:], rollover, bucket_seconds=BUCKET_SECONDS)
+            ts, values = ts[start:], values[start:]
+            tail = len(ts) - np.searchsorted(ts, min_hi)
+            hi = window_end(ts, values, new_hi, min_hi, tail_complete=tail <= LOOKBACK)
+            affected[0].append(point_id)
+            affected[1].append(_utc(lo))
+            affected[2].append(_utc(hi))
+            iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
             keep = (iv.bucket >= lo) & (iv.bucket < hi)
             if keep.any():
                 body.append(_encode(point_id, iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep]))
                 result.buckets += int(keep.sum())
 
-        affected = ([w[0] for w in windows], [w[2] for w in windows], [w[3] for w in windows])
         cur.execute(_DELETE, affected)
         if body:
             with cur.copy(
