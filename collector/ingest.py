@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import random
 import socket
@@ -62,7 +61,9 @@ class CollectorSettings:
     mqtt_tls_cert: str | None = None  # client certificate, for certificate authentication
     mqtt_tls_key: str | None = None
     shared_group: str | None = "collectors"
-    client_id: str = field(default_factory=lambda: f"cw-collector-{socket.gethostname()}-{os.getpid()}")
+    # Stable across restarts: the broker keeps messages for this session (and, with a shared
+    # subscription, deals it a share of new ones) while the collector is away.
+    client_id: str = field(default_factory=lambda: f"cw-collector-{socket.gethostname()}")
     session_expiry: int = 7 * 24 * 3600  # how long the broker keeps our messages while we are away
     receive_maximum: int = 2000  # unacknowledged messages the broker may send us (MQTT 5)
     batch_rows: int = 20_000  # readings per transaction, at most (one message is never split)
@@ -112,6 +113,7 @@ class Collector:
         # A random first delay per collector: a fleet that lost its broker does not return in step.
         client.reconnect_delay_set(min_delay=random.uniform(1, 2), max_delay=30)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -125,10 +127,16 @@ class Collector:
         self._generation += 1
         group = self.s.shared_group if self.s.mqtt_protocol == "5" else None
         client.subscribe(telemetry_filter(group), qos=1)
-        self._connected.set()
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("the broker refused our subscription: %s", failed)
+            return
+        self._connected.set()  # only now do new messages reach us
         self.metrics.broker_connected.set(1)
-        log.info("connected to the broker (session present: %s); subscribed to %s", flags.session_present,
-                 telemetry_filter(group))  # fmt: skip
+        log.info("subscribed to %s", telemetry_filter(self.s.shared_group if self.s.mqtt_protocol == "5" else None))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
