@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -49,7 +49,12 @@ DELETE FROM interval_dirty WHERE id IN (
     SELECT id FROM interval_dirty
     WHERE not_before IS NULL OR not_before <= now()
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-RETURNING point_id, lo, hi"""
+RETURNING point_ids, lo, hi, attempts"""
+
+_REQUEUE = """
+INSERT INTO interval_dirty (point_ids, lo, hi, attempts, not_before)
+VALUES (ARRAY[%(p)s], ARRAY[%(lo)s], ARRAY[%(hi)s], %(n)s,
+        now() + least(interval '1 hour', interval '10 seconds' * power(2, %(n)s - 1)))"""
 
 _EPOCH_ARRAY = "array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts), array_agg(u.value ORDER BY u.ts)"
 
@@ -98,9 +103,10 @@ _IV_DTYPE = np.dtype(
 
 @dataclass
 class BuildResult:
-    spans: int = 0  # dirty spans claimed
+    batches: int = 0  # queue rows claimed (one per committed batch of readings)
     points: int = 0
     buckets: int = 0  # intervals written
+    failed: list[int] = field(default_factory=list)  # points postponed after an error
 
 
 def baseline_index(values_before: np.ndarray) -> int:
@@ -138,12 +144,16 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def _merge(rows: list[tuple[int, datetime, datetime]]) -> dict[int, tuple[datetime, datetime]]:
+def _merge(rows) -> tuple[dict[int, tuple[datetime, datetime]], dict[int, int]]:
+    """Queue rows to one span per point (earliest to latest new reading), and failed attempts so far."""
     spans: dict[int, tuple[datetime, datetime]] = {}
-    for point_id, lo, hi in rows:
-        old = spans.get(point_id)
-        spans[point_id] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
-    return spans
+    attempts: dict[int, int] = {}
+    for point_ids, los, his, tries in rows:
+        for point_id, lo, hi in zip(point_ids, los, his, strict=True):
+            old = spans.get(point_id)
+            spans[point_id] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+            attempts[point_id] = max(tries, attempts.get(point_id, 0))
+    return spans, attempts
 
 
 def _encode(point_id: int, bucket: np.ndarray, qty: np.ndarray, flags: np.ndarray, cov: np.ndarray) -> bytes:
@@ -156,24 +166,20 @@ def _encode(point_id: int, bucket: np.ndarray, qty: np.ndarray, flags: np.ndarra
     return rows.tobytes()
 
 
-def build_intervals(conn: psycopg.Connection, max_spans: int = 20_000, points: list[int] | None = None) -> BuildResult:
-    """Claim queued spans (of ``points`` only, if given) and rebuild their intervals, in one
-    transaction. Returns what was done; ``spans == 0`` means the queue was empty."""
+def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildResult:
+    """Claim queued work and rebuild the intervals it names, in one transaction. Returns what was
+    done; ``batches == 0`` means the queue was empty. A point whose computation raises is put
+    back in the queue with back-off (``failed``); the others are written."""
     if not conn.autocommit:
         raise RuntimeError("build_intervals needs an autocommit connection")
     result = BuildResult()
     with conn.transaction(), conn.cursor() as cur:
-        if points is None:
-            rows = cur.execute(_CLAIM, (max_spans,)).fetchall()
-        else:
-            rows = cur.execute(
-                "DELETE FROM interval_dirty WHERE point_id = ANY(%s) RETURNING point_id, lo, hi", (points,)
-            ).fetchall()
+        rows = cur.execute(_CLAIM, (max_batches,)).fetchall()
         if not rows:
             return result
-        spans = _merge(rows)
+        spans, attempts = _merge(rows)
         ids = sorted(spans)
-        result.spans, result.points = len(rows), len(ids)
+        result.batches, result.points = len(rows), len(ids)
         # Sorted lock order: two builders sharing points wait instead of deadlocking.
         cur.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int4[]) AS p", (_LOCK_CLASS, ids))
         # Where each span's rewrite starts and (at least) ends: from the bucket of the baseline the
@@ -198,16 +204,24 @@ def build_intervals(conn: psycopg.Connection, max_spans: int = 20_000, points: l
         affected: tuple[list, list, list] = ([], [], [])
         for point_id, ts_list, value_list in windows:
             rollover, lo, min_hi, new_hi = first[point_id]
-            ts = np.array(ts_list or [], dtype=np.float64)
-            values = np.array(value_list or [], dtype=np.float64)
-            start = baseline_index(values[: np.searchsorted(ts, lo)])
-            ts, values = ts[start:], values[start:]
-            tail = len(ts) - np.searchsorted(ts, min_hi)
-            hi = window_end(ts, values, new_hi, min_hi, tail_complete=tail <= LOOKBACK)
+            try:
+                ts = np.array(ts_list or [], dtype=np.float64)
+                values = np.array(value_list or [], dtype=np.float64)
+                start = baseline_index(values[: np.searchsorted(ts, lo)])
+                ts, values = ts[start:], values[start:]
+                tail = len(ts) - np.searchsorted(ts, min_hi)
+                hi = window_end(ts, values, new_hi, min_hi, tail_complete=tail <= LOOKBACK)
+                iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
+            except Exception:
+                log.exception("intervals of point %d failed to build; retried later", point_id)
+                lo_dt, hi_dt = spans[point_id]
+                n = attempts[point_id] + 1
+                cur.execute(_REQUEUE, {"p": point_id, "lo": lo_dt, "hi": hi_dt, "n": n})
+                result.failed.append(point_id)
+                continue
             affected[0].append(point_id)
             affected[1].append(_utc(lo))
             affected[2].append(_utc(hi))
-            iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
             keep = (iv.bucket >= lo) & (iv.bucket < hi)
             if keep.any():
                 body.append(_encode(point_id, iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep]))
@@ -223,19 +237,9 @@ def build_intervals(conn: psycopg.Connection, max_spans: int = 20_000, points: l
     return result
 
 
-def _postpone(conn: psycopg.Connection, point_id: int) -> None:
-    conn.execute(
-        "UPDATE interval_dirty SET attempts = attempts + 1, "
-        "not_before = now() + least(interval '1 hour', interval '10 seconds' * power(2, attempts)) "
-        "WHERE point_id = %s",
-        (point_id,),
-    )
-
-
 class IntervalBuilder:
     """Runs :func:`build_intervals` in a thread: right away while there is a backlog, else every
-    ``period`` seconds. One point whose intervals fail to build is retried later with back-off;
-    the others go on."""
+    ``period`` seconds."""
 
     def __init__(self, database_url: str, metrics: CollectorMetrics, period: float = 5.0) -> None:
         self.database_url = database_url
@@ -254,7 +258,7 @@ class IntervalBuilder:
                     conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=10)
                 done = self._cycle(conn)
                 backoff = 0.5
-                if done.spans == 0:
+                if done.batches == 0:
                     self.wakeup.wait(self.period)
                     self.wakeup.clear()
             except psycopg.OperationalError as exc:
@@ -264,11 +268,14 @@ class IntervalBuilder:
                 conn = None
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            except Exception:  # the queue keeps the work; the backlog metric shows it is not moving
+                log.exception("interval build failed; retrying in %.0f s", self.period)
+                stop.wait(self.period)
         deadline = time.monotonic() + drain_timeout
         try:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-            while time.monotonic() < deadline and self._cycle(conn).spans:
+            while time.monotonic() < deadline and self._cycle(conn).batches:
                 pass
         except psycopg.Error as exc:
             log.warning("intervals left queued on stop (%s); the next start builds them", exc)
@@ -277,34 +284,9 @@ class IntervalBuilder:
                 conn.close()
 
     def _cycle(self, conn: psycopg.Connection) -> BuildResult:
-        try:
-            done = build_intervals(conn)
-        except psycopg.OperationalError:
-            raise
-        except Exception:
-            log.exception("interval build failed; retrying the queued points one by one")
-            done = self._one_by_one(conn)
+        done = build_intervals(conn)
         self.metrics.intervals_written.inc(done.buckets)
-        (backlog,) = conn.execute("SELECT count(*) FROM interval_dirty").fetchone()
+        self.metrics.interval_failures.inc(len(done.failed))
+        (backlog,) = conn.execute("SELECT coalesce(sum(cardinality(point_ids)), 0) FROM interval_dirty").fetchone()
         self.metrics.interval_backlog.set(backlog)
         return done
-
-    def _one_by_one(self, conn: psycopg.Connection) -> BuildResult:
-        total = BuildResult()
-        ids = [r[0] for r in conn.execute(
-            "SELECT DISTINCT point_id FROM interval_dirty WHERE not_before IS NULL OR not_before <= now() LIMIT 1000"
-        )]  # fmt: skip
-        for point_id in ids:
-            try:
-                done = build_intervals(conn, points=[point_id])
-            except psycopg.OperationalError:
-                raise
-            except Exception:
-                log.exception("intervals of point %d failed to build; postponed", point_id)
-                self.metrics.interval_failures.inc()
-                _postpone(conn, point_id)
-                continue
-            total.spans += done.spans
-            total.points += done.points
-            total.buckets += done.buckets
-        return total

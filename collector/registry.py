@@ -7,6 +7,7 @@ only points it owns and to turn point names into ids.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from carbonwatch.contracts.regions import city_code, province_code
-from carbonwatch.contracts.site import Site
+from carbonwatch.contracts.site import ID_PATTERN, Site
 
 
 def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> dict[str, int]:
@@ -95,6 +96,9 @@ class GatewayEntry:
     points: dict[str, int]  # point name -> point id, only the active points this gateway owns
 
 
+_POINT_ID = re.compile(ID_PATTERN)
+
+
 class RegistryUnavailable(Exception):
     """The registry could not be read and the cache cannot answer; try again later."""
 
@@ -129,7 +133,7 @@ class Registry:
         entries: dict[tuple[str, str], GatewayEntry] = {}
         for enterprise, gateway, gateway_id, point, point_id in rows:
             entry = entries.setdefault((enterprise, gateway), GatewayEntry(gateway_id, {}))
-            if point is not None:
+            if point is not None and _POINT_ID.fullmatch(point):  # no valid payload can name another
                 entry.points[point] = point_id
         return entries
 

@@ -22,3 +22,12 @@ def month_slots(ts_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     days = (local // _DAY_US).astype("datetime64[D]")
     month_local_us = days.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) * _DAY_US
     return month_local_us - BEIJING_OFFSET_US, (local - month_local_us) // SLOT_US
+
+
+def unique_slots(point_id: np.ndarray, ts_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (point, month start, slot) of readings, as three arrays."""
+    month_us, slot = month_slots(ts_us)
+    day = (month_us + BEIJING_OFFSET_US) // _DAY_US  # the month's first local day, < 2**20 until year 4840
+    # One int64 key per reading: np.unique on it is ten times faster than on a record array.
+    key = np.unique((np.asarray(point_id, dtype=np.int64) << 32) | (day << 12) | slot)
+    return key >> 32, ((key >> 12) & 0xFFFFF) * _DAY_US - BEIJING_OFFSET_US, key & 0xFFF

@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 
 from .copy_format import COLUMNS, encode_readings
-from .timebase import month_slots
+from .timebase import unique_slots
 from .validate import REJECTED_BY_DATABASE, DeadLetter, Parsed
 
 STAGING = "cw_staging"
@@ -40,20 +40,28 @@ ON CONFLICT DO NOTHING"""
 
 _EPOCH_US = "timestamptz 'epoch' + interval '1 microsecond' * "
 
+# Only the months whose bits change are written: in steady operation a point's current slot is
+# already set by its first reading, so most batches change nothing here.
 _COMPLETENESS = f"""
+WITH k AS (
+    SELECT s.point_id, {_EPOCH_US} s.month_us AS bucket, bit_or(cw_slot_bit(s.slot)) AS slots
+    FROM unnest(%s::int4[], %s::int8[], %s::int4[]) AS s(point_id, month_us, slot)
+    GROUP BY 1, 2
+)
 INSERT INTO completeness_1mon AS c (point_id, bucket, slots)
-SELECT s.point_id, {_EPOCH_US} s.month_us, bit_or(cw_slot_bit(s.slot))
-FROM unnest(%s::int4[], %s::int8[], %s::int4[]) AS s(point_id, month_us, slot)
-GROUP BY 1, 2 ORDER BY 1, 2
-ON CONFLICT (point_id, bucket) DO UPDATE SET slots = c.slots | EXCLUDED.slots
-WHERE c.slots | EXCLUDED.slots <> c.slots"""
+SELECT k.point_id, k.bucket, k.slots FROM k
+LEFT JOIN completeness_1mon o ON o.point_id = k.point_id AND o.bucket = k.bucket
+WHERE o.slots IS NULL OR o.slots | k.slots <> o.slots
+ORDER BY 1, 2
+ON CONFLICT (point_id, bucket) DO UPDATE SET slots = c.slots | EXCLUDED.slots"""
 
 _DIRTY = f"""
-INSERT INTO interval_dirty (point_id, lo, hi)
-SELECT s.point_id, {_EPOCH_US} s.lo_us, {_EPOCH_US} s.hi_us
+INSERT INTO interval_dirty (point_ids, lo, hi)
+SELECT array_agg(s.point_id ORDER BY s.point_id), array_agg({_EPOCH_US} s.lo_us ORDER BY s.point_id),
+       array_agg({_EPOCH_US} s.hi_us ORDER BY s.point_id)
 FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS s(point_id, lo_us, hi_us)
 JOIN points p ON p.id = s.point_id AND p.kind = 'counter'
-ORDER BY 1"""
+HAVING count(*) > 0"""
 
 _DEAD = """
 INSERT INTO dead_letters (topic, payload, reason, detail, digest)
@@ -118,9 +126,7 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
             ok = quality < 2  # good or uncertain: what counters and completeness use
             received = quality == 0
             if received.any():
-                month_us, slot = month_slots(ts_us[received])
-                key = np.unique(np.rec.fromarrays([pid[received], month_us, slot]))
-                cur.execute(_COMPLETENESS, (key.f0.tolist(), key.f1.tolist(), key.f2.tolist()))
+                cur.execute(_COMPLETENESS, [a.tolist() for a in unique_slots(pid[received], ts_us[received])])
             if ok.any():
                 order, starts = _groups(pid[ok])
                 t = ts_us[ok][order]

@@ -11,19 +11,20 @@ ALTER TABLE dead_letters ALTER COLUMN digest SET NOT NULL;
 CREATE UNIQUE INDEX dead_letters_digest ON dead_letters (digest);
 CREATE INDEX dead_letters_reason ON dead_letters (reason, received_at);
 
--- Counter readings committed but not yet turned into 15-minute intervals. A row is written in
--- the same transaction as the readings it describes and deleted in the same transaction as
--- the intervals computed from them, so a crash anywhere leaves either the work or the queue.
+-- Counter readings committed but not yet turned into 15-minute intervals: per committed batch,
+-- one row with, for each counter it touched, the earliest and latest new reading. A row is
+-- written in the same transaction as the readings it describes and deleted in the same
+-- transaction as the intervals computed from them, so a crash anywhere leaves either the work
+-- done or the row queued.
 CREATE TABLE interval_dirty (
     id          bigserial PRIMARY KEY,
-    point_id    integer NOT NULL,
-    lo          timestamptz NOT NULL,      -- earliest new reading
-    hi          timestamptz NOT NULL,      -- latest new reading
+    point_ids   integer[] NOT NULL,
+    lo          timestamptz[] NOT NULL,
+    hi          timestamptz[] NOT NULL,
     queued_at   timestamptz NOT NULL DEFAULT now(),
-    attempts    integer NOT NULL DEFAULT 0,
-    not_before  timestamptz                -- set after a failed build, so one bad point cannot stall the rest
+    attempts    integer NOT NULL DEFAULT 0,   -- failed builds of these points so far
+    not_before  timestamptz                   -- set after a failed build, so one bad point cannot stall the rest
 );
-CREATE INDEX interval_dirty_point ON interval_dirty (point_id);
 
 -- Which 15-minute slots of a Beijing-time month hold at least one good reading of a point.
 -- bucket is 00:00 Asia/Shanghai on the first day of the month; bit i (0 = leftmost) is the slot

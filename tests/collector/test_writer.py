@@ -139,11 +139,13 @@ def test_completeness_bits_are_set_once_per_slot(db_url, site, conn):
 def test_counters_queue_dirty_spans_in_the_same_transaction(db_url, site, conn):
     write_batch(conn, parsed(db_url, series(site, 0, T0, steps=3, step=timedelta(minutes=10), per_message=3)))
     rows = conn.execute(
-        "SELECT p.point, d.lo, d.hi FROM interval_dirty d JOIN points p ON p.id = d.point_id ORDER BY 1"
+        "SELECT p.point, d.lo, d.hi FROM interval_dirty q, unnest(q.point_ids, q.lo, q.hi) AS d(point_id, lo, hi) "
+        "JOIN points p ON p.id = d.point_id ORDER BY 1"
     ).fetchall()
     counters = sorted(n for n in point_names(site, 0) if n.endswith("kwh"))
     assert [r[0] for r in rows] == counters  # gauges need no intervals
     assert {(r[1], r[2]) for r in rows} == {(T0, T0 + timedelta(minutes=20))}
+    assert conn.execute("SELECT count(*) FROM interval_dirty").fetchone()[0] == 1  # one row per batch
 
 
 def test_dead_letters_keep_the_raw_payload_once(db_url, site, conn):
