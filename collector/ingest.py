@@ -42,7 +42,7 @@ from .intervals import IntervalBuilder
 from .metrics import CollectorMetrics
 from .registry import Registry, RegistryUnavailable
 from .validate import Message, Parsed, parse_message
-from .writer import WriteResult, prepare, write_isolating
+from .writer import SlotCache, WriteResult, prepare, write_isolating
 
 log = logging.getLogger("carbonwatch.collector")
 
@@ -91,6 +91,7 @@ class Collector:
         self._received = 0
         self._acked = 0
         self._client = self._make_client()
+        self._slots = SlotCache()
         self.committed_rows = 0  # readings in committed batches, duplicates included
         self.inserted_rows = 0  # new reading rows
         self.committed_messages = 0  # stored and dead-lettered
@@ -298,7 +299,7 @@ class Collector:
                 if conn is None or conn.closed:
                     conn = self._connect()
                 started = time.monotonic()
-                result = write_isolating(conn, batch)
+                result = write_isolating(conn, batch, self._slots)
                 break
             except psycopg.OperationalError as exc:
                 self.metrics.database_errors.inc()

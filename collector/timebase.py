@@ -24,10 +24,14 @@ def month_slots(ts_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return month_local_us - BEIJING_OFFSET_US, (local - month_local_us) // SLOT_US
 
 
-def unique_slots(point_id: np.ndarray, ts_us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct (point, month start, slot) of readings, as three arrays."""
+def slot_keys(point_id: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
+    """The distinct (point, Beijing month, slot) of readings, each packed in one int64, sorted.
+    (np.unique on one int64 is ten times faster than on a record array.)"""
     month_us, slot = month_slots(ts_us)
     day = (month_us + BEIJING_OFFSET_US) // _DAY_US  # the month's first local day, < 2**20 until year 4840
-    # One int64 key per reading: np.unique on it is ten times faster than on a record array.
-    key = np.unique((np.asarray(point_id, dtype=np.int64) << 32) | (day << 12) | slot)
-    return key >> 32, ((key >> 12) & 0xFFFFF) * _DAY_US - BEIJING_OFFSET_US, key & 0xFFF
+    return np.unique((np.asarray(point_id, dtype=np.int64) << 32) | (day << 12) | slot)
+
+
+def unpack_slot_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point ids, month starts (UTC microseconds) and slot indexes of :func:`slot_keys`."""
+    return keys >> 32, ((keys >> 12) & 0xFFFFF) * _DAY_US - BEIJING_OFFSET_US, keys & 0xFFF

@@ -16,25 +16,32 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
 
 from .copy_format import COLUMNS, encode_readings
-from .timebase import unique_slots
+from .timebase import slot_keys, unpack_slot_keys
 from .validate import REJECTED_BY_DATABASE, DeadLetter, Parsed
 
 STAGING = "cw_staging"
 # Rows older than this are checked against existing rows before the insert. On TimescaleDB they
 # may sit in compressed chunks, where ON CONFLICT is slow and has had bugs (timescaledb#5801,
 # #7672); on plain PostgreSQL the check costs one index probe per late row.
-LATE_AFTER = "7 days"
+LATE_AFTER_US = 7 * 86_400 * 1_000_000
 
 _INSERT_READINGS = f"""
 INSERT INTO readings (point_id, ts, value, quality)
 SELECT s.point_id, s.ts, s.value, s.quality FROM {STAGING} s
-WHERE s.ts >= now() - interval '{LATE_AFTER}'
-   OR NOT EXISTS (SELECT 1 FROM readings r WHERE r.point_id = s.point_id AND r.ts = s.ts)
+WHERE s.ts >= %(late)s
+ORDER BY s.point_id, s.ts
+ON CONFLICT DO NOTHING"""
+
+_INSERT_LATE_READINGS = f"""
+INSERT INTO readings (point_id, ts, value, quality)
+SELECT s.point_id, s.ts, s.value, s.quality FROM {STAGING} s
+WHERE s.ts < %(late)s AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.point_id = s.point_id AND r.ts = s.ts)
 ORDER BY s.point_id, s.ts
 ON CONFLICT DO NOTHING"""
 
@@ -90,6 +97,30 @@ def prepare(conn: psycopg.Connection) -> None:
     )
 
 
+def _int_array(values: np.ndarray) -> str:
+    """An integer array as a PostgreSQL array literal: for thousands of elements several times
+    cheaper to send than a Python list, which psycopg adapts element by element."""
+    return "{" + ",".join(map(str, values.tolist())) + "}"
+
+
+class SlotCache:
+    """The latest completeness slot each point is known to have committed, so that the writer
+    sends only slots that may be new (in steady operation, one per point per 15 minutes)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, int] = {}
+
+    def new(self, keys: np.ndarray) -> np.ndarray:
+        last = self._last
+        return keys[[last.get(k >> 32) != k for k in keys.tolist()]]
+
+    def remember(self, keys: np.ndarray) -> None:
+        last = self._last
+        for k in keys.tolist():  # sorted, so each point ends with its latest slot
+            if k > last.get(k >> 32, -1):
+                last[k >> 32] = k
+
+
 def _clean(text: str) -> str:
     return text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
 
@@ -101,7 +132,7 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
 
 
-def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
+def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache | None = None) -> WriteResult:
     """Write ``batch`` in one transaction; returns what was committed. Raises psycopg errors."""
     # An autocommit connection makes the block below a real BEGIN/COMMIT. On a connection with
     # autocommit off it would be a SAVEPOINT inside an implicit transaction that never commits,
@@ -111,6 +142,7 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
     good = [p for p in batch if p.dead is None]
     dead = [p.dead for p in batch if p.dead is not None]
     result = WriteResult(stored=good, dead=dead)
+    keys = None
     with conn.transaction(), conn.cursor() as cur:
         if any(p.rows for p in good):
             pid = np.concatenate([p.point_id for p in good])
@@ -120,22 +152,29 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
             result.readings = len(pid)
             with cur.copy(f"COPY {STAGING} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(encode_readings(pid, ts_us, value, quality))
-            cur.execute(_INSERT_READINGS)
+            late = datetime.now(UTC) - timedelta(microseconds=LATE_AFTER_US)
+            cur.execute(_INSERT_READINGS, {"late": late})
             result.inserted = cur.rowcount
+            if ts_us.min() < late.timestamp() * 1e6:
+                cur.execute(_INSERT_LATE_READINGS, {"late": late})
+                result.inserted += cur.rowcount
 
-            ok = quality < 2  # good or uncertain: what counters and completeness use
-            received = quality == 0
+            received = quality == 0  # completeness counts good readings
             if received.any():
-                cur.execute(_COMPLETENESS, [a.tolist() for a in unique_slots(pid[received], ts_us[received])])
+                keys = slot_keys(pid[received], ts_us[received])
+                fresh = keys if slots is None else slots.new(keys)
+                if len(fresh):
+                    cur.execute(_COMPLETENESS, [_int_array(a) for a in unpack_slot_keys(fresh)])
+            ok = quality < 2  # good or uncertain: what counter intervals use
             if ok.any():
                 order, starts = _groups(pid[ok])
                 t = ts_us[ok][order]
                 cur.execute(
                     _DIRTY,
                     (
-                        pid[ok][order][starts].tolist(),
-                        np.minimum.reduceat(t, starts).tolist(),
-                        np.maximum.reduceat(t, starts).tolist(),
+                        _int_array(pid[ok][order][starts]),
+                        _int_array(np.minimum.reduceat(t, starts)),
+                        _int_array(np.maximum.reduceat(t, starts)),
                     ),
                 )
         if dead:
@@ -154,16 +193,18 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
             seqs[p.gateway_id] = max(p.seq, seqs.get(p.gateway_id, -1))
         if seqs:
             cur.execute(_GATEWAYS, (list(seqs), list(seqs.values())))
+    if slots is not None and keys is not None:
+        slots.remember(keys)  # only now: the bits are committed
     return result
 
 
-def write_isolating(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResult:
+def write_isolating(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache | None = None) -> WriteResult:
     """:func:`write_batch`, splitting the batch when the database refuses it for a reason other
     than being unavailable; a single refused message becomes a dead letter. Operational errors
     (connection lost, deadlock, shutdown) propagate so that the caller retries the whole batch.
     """
     try:
-        return write_batch(conn, batch)
+        return write_batch(conn, batch, slots)
     except psycopg.OperationalError:
         raise
     except psycopg.DatabaseError as exc:
@@ -175,7 +216,7 @@ def write_isolating(conn: psycopg.Connection, batch: list[Parsed]) -> WriteResul
             detail = f"{type(exc).__name__}: {exc}"
             return write_batch(conn, [Parsed(m, dead=DeadLetter(m.topic, m.payload, REJECTED_BY_DATABASE, detail))])
     half = len(batch) // 2
-    first, second = write_isolating(conn, batch[:half]), write_isolating(conn, batch[half:])
+    first, second = write_isolating(conn, batch[:half], slots), write_isolating(conn, batch[half:], slots)
     return WriteResult(
         inserted=first.inserted + second.inserted,
         readings=first.readings + second.readings,

@@ -130,7 +130,10 @@ def run_e2e(url: str, broker: LocalMosquitto, messages, total: int, batch_rows: 
     stop.set()
     thread.join(60)
     seconds = finished - started.value
+    commits = collector.metrics.commit_seconds
     return {
+        "transactions": sum(b.get() for b in commits._buckets),
+        "commit_seconds_total": commits._sum.get(),
         "seconds": seconds,
         "readings_per_s": total / seconds,
         "publish_seconds": done.value - started.value,
@@ -211,6 +214,7 @@ def main() -> None:
             f"end to end: {e2e['readings_per_s']:,.0f} readings/s ({e2e['seconds']:.2f} s; publishing took "
             f"{e2e['publish_seconds']:.2f} s; intervals caught up {e2e['intervals_caught_up_after_s']:.2f} s later)"
         )
+        print(f"  {e2e['transactions']:.0f} transactions, {e2e['commit_seconds_total']:.2f} s spent writing them")
         raw = run_raw_copy(url, pid, ts, val, args.batch_rows)
         print(f"raw COPY into readings: {raw:,.0f} rows/s")
         plain_rows = min(total, 20_000 if args.quick else 100_000)
