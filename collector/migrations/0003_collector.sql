@@ -63,31 +63,38 @@ LANGUAGE sql STABLE AS $$
         ) AS g
         WHERE p_period IN ('day', 'month')
     ),
-    pts AS (
+    pts AS MATERIALIZED (  -- once per point, not once per period
         SELECT p.id, least(p.registered_at, coalesce(
                    (SELECT min(r.ts) FROM readings r WHERE r.point_id = p.id), p.registered_at)) AS since
         FROM points p
         WHERE p.active AND (p_points IS NULL OR p.id = ANY (p_points))
     ),
-    spans AS (
+    spans AS MATERIALIZED (
         -- whole slots: from the first slot start at or after lo to the last slot end at or before hi
-        SELECT pts.id, periods.lo AS period_start,
-               date_bin('15 minutes', greatest(periods.lo, pts.since) - interval '1 microsecond',
-                        timestamptz '2000-01-01 00:00+00') + interval '15 minutes' AS a,
-               date_bin('15 minutes', least(periods.hi, now()), timestamptz '2000-01-01 00:00+00') AS b
-        FROM pts CROSS JOIN periods
+        SELECT row_number() OVER () AS n, x.*,
+               date_trunc('month', x.a, 'Asia/Shanghai') AS first_month  -- the month holding slot a
+        FROM (
+            SELECT pts.id, periods.lo AS period_start,
+                   date_bin('15 minutes', greatest(periods.lo, pts.since) - interval '1 microsecond',
+                            timestamptz '2000-01-01 00:00+00') + interval '15 minutes' AS a,
+                   date_bin('15 minutes', least(periods.hi, now()), timestamptz '2000-01-01 00:00+00') AS b
+            FROM pts CROSS JOIN periods
+        ) x
+    ),
+    counted AS (
+        SELECT s.n, sum(CASE WHEN m.i = 0 AND m.j = 2976 THEN c.received  -- the whole month
+                             ELSE bit_count(substring(c.slots FROM m.i + 1 FOR m.j - m.i))::integer END) AS received
+        FROM spans s
+        JOIN completeness_1mon c ON c.point_id = s.id AND c.bucket >= s.first_month AND c.bucket < s.b
+        CROSS JOIN LATERAL (
+            SELECT greatest(0, date_part('epoch', s.a - c.bucket) / 900)::integer AS i,
+                   least(2976, date_part('epoch', s.b - c.bucket) / 900)::integer AS j
+        ) m
+        WHERE m.j > m.i
+        GROUP BY s.n
     )
-    SELECT s.id, s.period_start,
-           greatest(0, floor(extract(epoch FROM s.b - s.a) / 900))::integer,
-           coalesce((
-               SELECT sum(bit_count(substring(c.slots FROM m.i + 1 FOR m.j - m.i)))
-               FROM completeness_1mon c
-               CROSS JOIN LATERAL (
-                   SELECT greatest(0, floor(extract(epoch FROM s.a - c.bucket) / 900))::integer AS i,
-                          least(2976, floor(extract(epoch FROM s.b - c.bucket) / 900))::integer AS j
-               ) m
-               WHERE c.point_id = s.id AND c.bucket < s.b
-                 AND c.bucket >= date_trunc('month', s.a, 'Asia/Shanghai') AND m.j > m.i
-           ), 0)::integer
-    FROM spans s
+    SELECT s.id, s.period_start, greatest(0, date_part('epoch', s.b - s.a) / 900)::integer,
+           coalesce(counted.received, 0)::integer
+    FROM spans s LEFT JOIN counted ON counted.n = s.n
+    ORDER BY s.n
 $$;

@@ -1,7 +1,8 @@
 """Synthetic enterprises and their telemetry, for the collector tests and benchmarks.
 
 A fleet is one enterprise with ``gateways`` gateways of ``points`` points each (counters in kWh,
-except every fourth point, a power gauge). Readings are made up, published for real.
+except every fourth point, a power gauge, unless ``gauges`` is false). Readings are made up,
+published for real.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def enterprise_code(n: int) -> str:
     return first17 + uscc_check_digit(first17)
 
 
-def make_site(gateways: int = 2, points: int = 8, n: int = 1, poll_interval: float = 60.0) -> Site:
+def make_site(gateways: int = 2, points: int = 8, n: int = 1, poll_interval: float = 60.0, gauges: bool = True) -> Site:
     raw_gateways = []
     for g in range(gateways):
         pts = []
         for i in range(points):
-            if i % 4 == 3:
+            if gauges and i % 4 == 3:
                 pts.append({"id": f"g{g}.p{i}.kw", "address": 2 * i, "type": "float32", "unit": "kW"})
             else:
                 pts.append(
