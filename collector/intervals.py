@@ -16,10 +16,11 @@ reading the core accepted, and a late reading can change whether later ones are 
 Hence the window starts, among the last few readings before the first bucket, at the latest
 that is not below an earlier one, and it ends after the first reading following the span
 that is not below any reading before it: the core accepts such readings whatever came before,
-so from them on a computation over the whole history and one over the window agree. Both
-searches look ``LOOKBACK`` readings far; runs of backwards readings are shorter in practice (a
-property test checks the agreement, with runs of up to two and with rollovers). A window
-around a register rollover reaches further, as readings after the wrap are below those before.
+so from them on a computation over the whole history and one over the window agree. The
+baseline search looks ``LOOKBACK`` readings back (runs of backwards readings are shorter in
+practice); the end search loads more readings as needed, up to ``MAX_TAIL`` (after a register
+rollover, readings stay below those before the wrap for a long time). A property test checks
+the agreement, with transient drops, rollovers and readings arriving in any order.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from .rollups import refresh_rollups
 
 log = logging.getLogger("carbonwatch.collector.intervals")
 
-LOOKBACK = 8  # readings before a span searched for a baseline
+LOOKBACK = 8  # readings before a span searched for a baseline, and first readings after it loaded
+MAX_TAIL = 5000  # readings after a span loaded at most while looking for where the rewrite can end
 _LOCK_CLASS = 0x63770002  # advisory lock class of per-point builder locks ("cw" + 2)
 
 _CLAIM = """
@@ -86,7 +88,7 @@ CROSS JOIN LATERAL (
          WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.lo AND r.ts < w.hi)
         UNION ALL
         (SELECT r.ts, r.value FROM readings r
-         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.hi ORDER BY r.ts LIMIT {LOOKBACK + 1})
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.hi ORDER BY r.ts LIMIT %s)
     ) u
 ) x
 ORDER BY w.point_id"""
@@ -118,22 +120,25 @@ def baseline_index(values_before: np.ndarray) -> int:
     return int(np.flatnonzero(values_before >= running)[-1])
 
 
-def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, tail_complete: bool) -> float:
+def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, tail_complete: bool) -> float | None:
     """End (exclusive, a bucket boundary) of the buckets to rewrite: through the bucket of the
-    first reading after ``hi`` that is not below any reading before it, at least to ``min_end``.
-    Without such a reading: through the last bucket the loaded readings fully describe."""
+    first reading after ``hi`` that is not below any reading before it, at least to ``min_end``;
+    None when the readings loaded do not show such a reading (load more).
+
+    A bucket is fully described when the readings loaded reach past its end (the core decides on
+    a reading with the next one in view), or when they are all there are (``tail_complete``).
+    """
     if len(ts) == 0:
         return min_end
     running = np.maximum.accumulate(values)
-    usable = len(ts) if tail_complete else len(ts) - 1  # the pair after a reading must be loaded too
-    stable = np.flatnonzero((ts[:usable] > hi) & (values[:usable] >= running[:usable]))
+    bucket_end = ts - ts % BUCKET_SECONDS + BUCKET_SECONDS
+    described = (bucket_end <= ts[-1]) | tail_complete
+    stable = np.flatnonzero((ts > hi) & (values >= running) & described)
     if len(stable):
-        end = _floor(ts[stable[0]]) + BUCKET_SECONDS
-    elif tail_complete:
-        end = _floor(ts[-1]) + BUCKET_SECONDS
-    else:
-        end = _floor(ts[-1])
-    return max(end, min_end)
+        return max(bucket_end[stable[0]], min_end)
+    if tail_complete:
+        return max(_floor(ts[-1]) + BUCKET_SECONDS, min_end)
+    return None
 
 
 def _floor(t: float) -> float:
@@ -195,22 +200,34 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
             else:
                 start = _floor(lo.timestamp())
             first[point_id] = (rollover, start, _floor((next_ts or hi).timestamp()) + BUCKET_SECONDS, hi.timestamp())
-        pids = list(first)
-        windows = cur.execute(
-            _WINDOWS, (pids, [_utc(first[p][1]) for p in pids], [_utc(first[p][2]) for p in pids])
-        ).fetchall()
-
-        body: list[bytes] = []
-        affected: tuple[list, list, list] = ([], [], [])
-        for point_id, ts_list, value_list in windows:
-            rollover, lo, min_hi, new_hi = first[point_id]
-            try:
+        # Load each window with a few readings after it; where those do not show where the rewrite
+        # can end (a long run below an earlier reading, e.g. after a rollover), load more.
+        windows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        pending, tail_limit = list(first), LOOKBACK + 1
+        while pending:
+            retry = []
+            for point_id, ts_list, value_list in cur.execute(
+                _WINDOWS,
+                (pending, [_utc(first[p][1]) for p in pending], [_utc(first[p][2]) for p in pending], tail_limit),
+            ).fetchall():
+                _rollover, lo, min_hi, new_hi = first[point_id]
                 ts = np.array(ts_list or [], dtype=np.float64)
                 values = np.array(value_list or [], dtype=np.float64)
                 start = baseline_index(values[: np.searchsorted(ts, lo)])
                 ts, values = ts[start:], values[start:]
-                tail = len(ts) - np.searchsorted(ts, min_hi)
-                hi = window_end(ts, values, new_hi, min_hi, tail_complete=tail <= LOOKBACK)
+                complete = len(ts) - np.searchsorted(ts, min_hi) < tail_limit
+                end = window_end(ts, values, new_hi, min_hi, complete or tail_limit >= MAX_TAIL)
+                if end is None:
+                    retry.append(point_id)
+                else:
+                    windows[point_id] = (ts, values, end)
+            pending, tail_limit = retry, min(tail_limit * 8, MAX_TAIL)
+
+        body: list[bytes] = []
+        affected: tuple[list, list, list] = ([], [], [])
+        for point_id, (ts, values, hi) in windows.items():
+            rollover, lo, _min_hi, _new_hi = first[point_id]
+            try:
                 iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
             except Exception:
                 log.exception("intervals of point %d failed to build; retried later", point_id)

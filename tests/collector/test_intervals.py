@@ -80,8 +80,10 @@ def test_baseline_skips_readings_below_an_earlier_one():
 @st.composite
 def histories(draw):
     """A counter read at irregular times, with transient drops and (sometimes) a register rollover."""
-    n = draw(st.integers(min_value=3, max_value=40))
-    gaps = draw(st.lists(st.integers(min_value=1, max_value=3 * 3600), min_size=n, max_size=n))
+    n = draw(st.integers(min_value=3, max_value=60))
+    # runs of fast polls (many readings in one bucket) between longer gaps
+    gap = st.one_of(st.integers(min_value=1, max_value=30), st.integers(min_value=1, max_value=3 * 3600))
+    gaps = draw(st.lists(gap, min_size=n, max_size=n))
     incs = draw(st.lists(st.floats(min_value=0, max_value=2000, allow_nan=False), min_size=n, max_size=n))
     rollover = draw(st.sampled_from([None, ROLLOVER]))
     start = draw(st.floats(min_value=0, max_value=99_000 if rollover else 1e7))
