@@ -5,11 +5,13 @@ request) and buses never wait for each other. Each device is polled on a wall-cl
 schedule (a 60 s device is read at :00 of every minute); a poll that starts late counts the
 slots it missed, and the next one goes back to the grid rather than drifting.
 
-A device that stops answering becomes *suspect* (a circuit breaker): it is no longer polled on
-its schedule but probed with one request, without retries, after an exponentially growing
-pause, and only when the bus has enough slack before the next healthy device is due. So a
-dead unit costs its neighbours nothing: they keep their schedule. A device answering with a
-Modbus exception is alive: only the points of that request are bad.
+Requests that may end in a timeout without helping anyone are only made in the bus's slack:
+a retry after a timeout, and a probe of a *suspect* device, go ahead only if even an
+unanswered request ends before every other healthy device's slot tolerance runs out. A device
+that stops answering becomes suspect (a circuit breaker): it is no longer polled on its
+schedule but probed with one request, without retries, after an exponentially growing pause.
+So a dead unit costs its neighbours at most one timeout, once, and they keep their schedule.
+A device answering with a Modbus exception is alive: only the points of that request are bad.
 
 Every reading carries the time its response arrived and a quality: ``good``; ``uncertain``
 for a counter that went backwards (:mod:`.counters`); ``bad`` with a null value when the read
@@ -47,7 +49,8 @@ _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerT
 BUSY = 6  # Modbus exception "server device busy": worth a retry
 DOWN_AFTER = 3  # consecutive unanswered polls before a device is reported down
 MAX_PROBE_PAUSE = 300.0  # a suspect device is probed at least this often (seconds)
-SLACK_MARGIN = 0.05  # seconds kept free before a healthy device's slot when probing a suspect one
+SLACK_MARGIN = 0.05  # seconds kept free for the bus's own work when fitting a risky request
+MAX_TOLERANCE = 2.0  # seconds a device's read may start after its slot and still be on schedule
 
 
 class PollSink(Protocol):
@@ -80,6 +83,11 @@ class Device:
 
     def probe_pause(self) -> float:
         return min(self.interval * 2 ** max(self.failures - 1, 0), max(self.interval, MAX_PROBE_PAUSE))
+
+    @property
+    def deadline(self) -> float:
+        """The latest start of its next poll that still keeps it on schedule."""
+        return self.next_due + min(0.25 * self.interval, MAX_TOLERANCE)
 
 
 class NoAnswer(Exception):
@@ -141,11 +149,9 @@ class BusPoller:
     # --- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        if self.client is None:
-            self.client = make_client(self.connection, max(m.timeout for m in self.meters))
         try:
             while not stop.is_set():
-                if not self.client.connected and not await self._connect(stop):
+                if (self.client is None or not self.client.connected) and not await self._connect(stop):
                     continue
                 device, wait = self._next(self.clock())
                 if device is None:
@@ -160,7 +166,7 @@ class BusPoller:
                 except BusDown as exc:
                     await self._bus_failed(str(exc))
         finally:
-            self.client.close()
+            self.close()
 
     def _next(self, now: float) -> tuple[Device | None, float]:
         """The device to poll now, or None and how long to wait."""
@@ -171,21 +177,38 @@ class BusPoller:
         next_healthy = min((d.next_due for d in healthy), default=math.inf)
         suspects = sorted((d for d in self.devices.values() if d.suspect), key=lambda d: d.probe_at)
         for d in suspects:
-            # Probe only when even an unanswered request ends before the next healthy slot.
-            if d.probe_at <= now and now + d.meter.timeout + SLACK_MARGIN <= next_healthy:
+            if d.probe_at <= now and self.fits(d, now):
                 return d, 0.0
         later = [d.probe_at for d in suspects if d.probe_at > now]
         return None, max(0.0, min([next_healthy, *later]) - now)
 
+    def fits(self, device: Device, now: float) -> bool:
+        """Whether a request to ``device`` that goes unanswered still ends before every other
+        healthy device's deadline: the test for retries and probes."""
+        budget = min((d.deadline for d in self.devices.values() if not d.suspect and d is not device), default=math.inf)
+        return now + device.meter.timeout + SLACK_MARGIN <= budget
+
+    async def open(self) -> bool:
+        """Connect (or reconnect) to the bus once; True when connected."""
+        if self.client is None:
+            self.client = make_client(self.connection, max(m.timeout for m in self.meters))
+        if not await self.client.connect():
+            self.metrics.bus_connects.labels(self.bus_key, "failed").inc()
+            return False
+        self.metrics.bus_connects.labels(self.bus_key, "ok").inc()
+        self._silent_requests = 0
+        _no_delay(self.client)
+        return True
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
     async def _connect(self, stop: asyncio.Event) -> bool:
-        if await self.client.connect():
-            self.metrics.bus_connects.labels(self.bus_key, "ok").inc()
+        if await self.open():
             self._connect_backoff.reset()
-            self._silent_requests = 0
-            _no_delay(self.client)
             log.info("connected to %s", self.bus_key)
             return True
-        self.metrics.bus_connects.labels(self.bus_key, "failed").inc()
         delay = self._connect_backoff.next_delay()
         await self._bus_failed(f"cannot connect to {self.bus_key}")
         log.warning("cannot connect to %s; retrying in %.1fs", self.bus_key, delay)
@@ -194,7 +217,7 @@ class BusPoller:
 
     async def _bus_failed(self, error: str) -> None:
         """The bus is gone: every device on it failed this round."""
-        self.client.close()
+        self.close()
         now = self.clock()
         for d in self.devices.values():
             await self._failed(d, error, now)
@@ -218,7 +241,7 @@ class BusPoller:
                 readings.extend(_bad(read, self.clock()))
                 continue
             try:
-                values, stamp = await self._request(meter, read, attempts)
+                values, stamp = await self._request(device, read, attempts)
             except (NoAnswer, BusDown) as exc:
                 silent = str(exc)
                 bus_down = exc if isinstance(exc, BusDown) else None
@@ -244,8 +267,9 @@ class BusPoller:
         if bus_down is not None:
             raise bus_down
 
-    async def _request(self, meter: Meter, read: Read, attempts: int) -> tuple[list, float]:
-        """One Modbus request with retries; returns (values, answer time)."""
+    async def _request(self, device: Device, read: Read, attempts: int) -> tuple[list, float]:
+        """One Modbus request, retried while the bus has slack; returns (values, answer time)."""
+        meter = device.meter
         fn = {
             Area.HOLDING: self.client.read_holding_registers,
             Area.INPUT: self.client.read_input_registers,
@@ -254,10 +278,12 @@ class BusPoller:
         }[read.area]
         self.client.ctx.comm_params.timeout_connect = meter.timeout  # this device's timeout
         requests = self.metrics.requests
-        error = "no answer"
+        failure: Exception = NoAnswer("no answer")
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(min(0.05 * attempt, 0.5))
+                if not self.fits(device, self.clock()):
+                    break
+                await asyncio.sleep(0.02 * attempt)
             t0 = time.perf_counter()
             try:
                 rr = await fn(read.address, count=read.count, device_id=meter.unit_id)
@@ -265,7 +291,7 @@ class BusPoller:
                 self._latency.observe(time.perf_counter() - t0)
                 requests.labels(meter.id, "timeout").inc()
                 garbled = isinstance(exc, ModbusIOException) and "No response" not in str(exc)
-                error = _short(exc) if garbled else f"no answer within {meter.timeout:g}s"
+                failure = NoAnswer(_short(exc) if garbled else f"no answer within {meter.timeout:g}s")
                 self._silent_requests += 1
                 self._maybe_reset_tcp()
                 continue
@@ -278,16 +304,17 @@ class BusPoller:
             if rr.isError():
                 requests.labels(meter.id, "exception").inc()
                 code = getattr(rr, "exception_code", None)
-                if code == BUSY and attempt + 1 < attempts:
+                failure = ModbusException(f"{read.area.value} {read.address}+{read.count}: exception {code}")
+                if code == BUSY:
                     continue
-                raise ModbusException(f"{read.area.value} {read.address}+{read.count}: exception {code}")
+                raise failure
             values = rr.bits if read.area.is_bit else rr.registers
             if len(values) < read.count:
                 requests.labels(meter.id, "error").inc()
                 raise ModbusException(f"{read.area.value} {read.address}: {len(values)} values for {read.count}")
             requests.labels(meter.id, "ok").inc()
             return values, stamp
-        raise NoAnswer(error)
+        raise failure
 
     def _maybe_reset_tcp(self) -> None:
         """A TCP connection on which nobody answers any more is probably half-open: reconnect.

@@ -67,12 +67,13 @@ class Faults:
 
     dead: bool = False  # never answers: a dead unit on a shared bus, or a powered-off meter
     drop_rate: float = 0.0  # fraction of requests left unanswered (intermittent timeouts)
+    drop_next: int = 0  # leave the next N requests unanswered (a deterministic timeout)
     exception_code: int | None = None  # answer every request with this Modbus exception code
     delay: float = 0.0  # seconds before answering (a slow device)
     zero_once: set[str] = field(default_factory=set)  # channels that read 0 on their next read only
 
     def clear(self) -> None:
-        self.dead, self.drop_rate, self.exception_code, self.delay = False, 0.0, None, 0.0
+        self.dead, self.drop_rate, self.drop_next, self.exception_code, self.delay = False, 0.0, 0, None, 0.0
         self.zero_once.clear()
 
 
@@ -230,6 +231,9 @@ class SimulatedMeter:
     def drops_request(self) -> bool:
         """True when this request gets no answer (dead unit or an intermittent timeout)."""
         f = self.faults
+        if f.drop_next > 0:
+            f.drop_next -= 1
+            return True
         return f.dead or (f.drop_rate > 0 and self._rng.random() < f.drop_rate)
 
 

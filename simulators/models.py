@@ -390,7 +390,10 @@ def template_points(model: MeterModel, prefix: str, address_base: int = 0) -> li
     """Site-file points that read every channel of ``model`` correctly (ids ``prefix.channel``)."""
     points = []
     for c in model.channels:
-        p: dict = {"id": f"{prefix}.{c.name}", "area": c.area.value, "address": c.address + address_base}
+        p: dict = {"id": f"{prefix}.{c.name}"}
+        if c.area is not Area.HOLDING:
+            p["area"] = c.area.value
+        p["address"] = c.address + address_base
         p["type"] = c.type.value
         if c.byte_order is not BIG:
             p["byte_order"] = c.byte_order.value
