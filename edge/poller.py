@@ -82,7 +82,8 @@ class Device:
         return self.meter.id
 
     def probe_pause(self) -> float:
-        return min(self.interval * 2 ** max(self.failures - 1, 0), max(self.interval, MAX_PROBE_PAUSE))
+        """1 s after the first failure (a retry deferred to the bus's slack), then doubling."""
+        return min(2.0 ** max(self.failures - 1, 0), MAX_PROBE_PAUSE)
 
     @property
     def deadline(self) -> float:
