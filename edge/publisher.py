@@ -41,6 +41,7 @@ from .schedule import Backoff, wait_or_stop
 log = logging.getLogger("carbonwatch.edge.publisher")
 
 STATUS_MIN_GAP = 1.0  # seconds between status publishes triggered by health changes
+STOP_GRACE = 3.0  # seconds a stopping agent keeps sending what is sealed, while connected
 
 
 class ConnectionLost(ConnectionError):
@@ -315,7 +316,16 @@ class Publisher:
         loop = asyncio.get_running_loop()
         next_status = loop.time() + self.status_interval
         last_status = loop.time()
-        while not stop.is_set():
+        grace_until = None
+        while True:
+            if stop.is_set():
+                # Stopping: seal what the pollers left and send it for a moment, so a clean
+                # restart does not leave readings waiting for the next start.
+                if grace_until is None:
+                    grace_until = loop.time() + STOP_GRACE
+                    await self.outbox.aseal(force=True)
+                if (not inflight and self.outbox.depth == 0) or loop.time() >= grace_until:
+                    break
             self.wakeup.clear()
             # Harvest acknowledgements, in order of sending.
             acked = []
@@ -356,6 +366,8 @@ class Publisher:
                 else:
                     pause = None
             timeout = next_status - loop.time()
+            if grace_until is not None:
+                timeout = min(timeout, grace_until - loop.time())
             if self._status_wanted:
                 timeout = min(timeout, last_status + STATUS_MIN_GAP - loop.time())
             if pause:

@@ -13,6 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from carbonwatch.contracts.site import Site
 from carbonwatch.embedded import free_port
@@ -55,17 +57,26 @@ def localise_sample(
 
 
 class Subscriber:
-    """Records every message under cw/v1/# (MQTT 5, QoS 1) with its arrival order."""
+    """Records every message under cw/v1/# (MQTT 5, QoS 1) in arrival order.
+
+    It keeps a persistent session (clean start off, an hour's expiry) and resubscribes on every
+    connect, so messages published while it is cut off by a broker restart wait for it.
+    """
 
     def __init__(self, port: int) -> None:
         self.messages: list[tuple[str, dict, bool]] = []  # (kind, document, retained)
         self._lock = threading.Lock()
         subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{time.monotonic_ns()}", protocol=mqtt.MQTTv5
+        )
+        self.client.reconnect_delay_set(0.2, 1.0)
         self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *a: c.subscribe("cw/v1/#", qos=1)
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("cw/v1/#", qos=1)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
         if not subscribed.wait(10):
             raise AssertionError("test subscriber got no SUBACK")
@@ -155,3 +166,29 @@ def pollers_for(site: Site, sink: RecordingSink, meters: set[str] | None = None)
             buses[m.connection.bus_key].append(m)
     metrics = EdgeMetrics()
     return [BusPoller(ms, g.poll_interval, sink, metrics) for ms in buses.values()]
+
+
+def write_site(raw: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), "utf-8")
+    return path
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The agent's /metrics as {'name{label="v",...}': value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def epoch(t: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
