@@ -174,3 +174,26 @@ def test_fault_switches(make_site):
         apply_fault(sims.meters, "incomer:rollover=voltage_l1_v")
     with pytest.raises(ValueError, match="no channel or point"):
         apply_fault(sims.meters, "pv:zero-once=nothing")
+
+
+def test_simulate_command_names_bad_fault_and_port_options(tmp_path):
+    import subprocess
+    import sys
+
+    from edgekit import write_site
+
+    raw = sample_raw()
+    localise_sample(raw, tmp_path)
+    site = str(write_site(raw, tmp_path / "site.yaml"))
+    for extra, expect in (
+        (["--fault", "gas:melt"], "--fault gas:melt: unknown kind 'melt'"),
+        (["--fault", "tank:dead"], "no meter 'tank'"),
+        (["--serial-port", "nothing"], "--serial-port 'nothing': write KEY=VALUE"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "carbonwatch", "simulate", "--site", site, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2 and expect in out.stderr, out.stderr
