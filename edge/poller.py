@@ -228,9 +228,6 @@ class BusPoller:
     async def poll(self, device: Device) -> None:
         """Read all of a device's points once and hand the readings to the sink."""
         meter = device.meter
-        start = self.clock()
-        if not device.suspect and start - device.next_due >= device.interval:
-            self.metrics.slots_missed.labels(device.id).inc(int((start - device.next_due) // device.interval))
         attempts = 1 if device.suspect else 1 + meter.retries
         readings: list[dict] = []
         events: list[dict] = []
@@ -256,7 +253,12 @@ class BusPoller:
             if meter.pause_between_requests and i < len(device.reads) - 1:
                 await asyncio.sleep(meter.pause_between_requests)
         now = self.clock()
-        device.next_due = next_aligned(now, device.interval)
+        due = next_aligned(now, device.interval)
+        if not device.suspect:  # slots between the one due and the next that this poll overran
+            skipped = round((due - device.next_due) / device.interval) - 1
+            if skipped > 0:
+                self.metrics.slots_missed.labels(device.id).inc(skipped)
+        device.next_due = due
         if readings:
             await self.sink.readings(device, readings)
         if events:
