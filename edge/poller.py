@@ -1,9 +1,9 @@
 """Polling one bus: a TCP endpoint or a serial port shared by meters with different unit ids.
 
 One task per bus, so access to a bus is serialised (one Modbus master, one outstanding
-request) and buses never wait for each other. Each device is polled on a wall-clock-aligned
-schedule (a 60 s device is read at :00 of every minute); a poll that starts late counts the
-slots it missed, and the next one goes back to the grid rather than drifting.
+request) and buses never wait for each other. Each device is read once at start, then on a
+wall-clock-aligned schedule (a 60 s device is read at :00 of every minute); a poll that
+overruns counts the slots it missed, and the next one goes back to the grid rather than drifting.
 
 Requests that may end in a timeout without helping anyone are only made in the bus's slack:
 a retry after a timeout, and a probe of a *suspect* device, go ahead only if even an
@@ -138,8 +138,9 @@ class BusPoller:
         self.bus_key = self.connection.bus_key
         self.devices = {}
         for m in self.meters:
-            interval = m.poll_interval or self.default_interval
-            self.devices[m.id] = Device(m, plan_reads(m), interval, next_aligned(now, interval))
+            # The first poll is at once, so a start-up reports every device's real state within
+            # seconds; from then on polls follow the wall-clock grid.
+            self.devices[m.id] = Device(m, plan_reads(m), m.poll_interval or self.default_interval, now)
         self.client = None
         self.guard = CounterGuard()
         self._digits = {p.id: decimals(p.type, p.scale, p.offset) for m in self.meters for p in m.points}

@@ -154,7 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small run for CI (well under a minute)")
     args = ap.parse_args()
-    gateways, per_gateway = (2, 2) if args.quick else (2, 5)
+    gateways, per_gateway = (2, 3) if args.quick else (2, 5)
     warmup, duration = (1.5, 3.0) if args.quick else (3.0, 15.0)
     meters = gateways * per_gateway
     demand = meters * sum(n for _, n in POINTS) / POLL_INTERVAL
