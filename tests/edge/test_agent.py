@@ -4,6 +4,7 @@ last will, metrics, supervision, start-up errors."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from edgekit import Subscriber, assert_seqs_complete, epoch, localise_sample, sample_raw, scrape, write_site
 
+from carbonwatch.contracts.payload import Status, decode_events, decode_telemetry
 from carbonwatch.edge.agent import Agent
 from carbonwatch.edge.buffer import TELEMETRY, Outbox
 from carbonwatch.simulators.server import SiteSimulator
@@ -190,6 +192,13 @@ def test_agent_killed_with_sigkill_loses_nothing_and_its_will_says_offline(tmp_p
     assert any(t < killed for t in times["gas.standard_volume_nm3"]) and any(
         t > killed for t in times["gas.standard_volume_nm3"]
     )
+    # Everything on the wire validates against the shared payload contract.
+    for doc in subscriber.of("telemetry"):
+        decode_telemetry(json.dumps(doc))
+    for doc in subscriber.of("events"):
+        decode_events(json.dumps(doc))
+    for doc in subscriber.of("status"):
+        Status.model_validate(doc)
     online = [d for d in subscriber.of("status") if d["state"] == "online"]
     assert set(online[-1]["devices"]) == {"incomer", "pv", "gas", "steam", "belt"}
     assert online[-1]["buffer"]["dropped_total"] == 0
