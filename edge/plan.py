@@ -9,7 +9,7 @@ merging off for devices that return garbage on multi-register reads.
 Starting each request at the lowest unread point and extending it as far as the limits allow
 gives the fewest requests: the allowed groups are runs of neighbouring points, and any run that
 fits still fits with points taken off either end, so no other grouping needs fewer runs
-(tests/edge/test_plan.py checks this against an exhaustive search).
+(tests/edge/test_read_plan.py checks this against an exhaustive search).
 """
 
 from __future__ import annotations
