@@ -84,7 +84,9 @@ def read_activities(text: str, source: str = "input") -> list[Activity]:
                 province=place,
                 use=(cells.get("use") or "fuel").lower(),
                 direction=(cells.get("direction") or "import").lower(),
-                green_certificate_mwh=_number(cells.get("green_certificate_mwh", ""), "green_certificate_mwh", label, 0.0)
+                green_certificate_mwh=_number(
+                    cells.get("green_certificate_mwh", ""), "green_certificate_mwh", label, 0.0
+                )
                 or 0.0,
                 enthalpy_kj_per_kg=_number(cells.get("enthalpy_kj_per_kg", ""), "enthalpy_kj_per_kg", label, None),
                 label=label,

@@ -26,14 +26,20 @@ def summary(fs: FactorSet) -> list[str]:
     )
     lines += [f"               {d}" for d in docs]
     for fam in sorted(fs.fuel_families.values(), key=lambda f: f.family, reverse=True):
-        lines.append(f"fuels {fam.family}        {len(fam.fuels)} fuels: NCV, carbon content, oxidation rate; {fam.name}")
+        lines.append(
+            f"fuels {fam.family}        {len(fam.fuels)} fuels: NCV, carbon content, oxidation rate; {fam.name}"
+        )
         lines.append(f"               {fam.document}")
     sc = fs.standard_coal
-    lines.append(f"standard-coal  {len(sc.coefficients)} GB/T 2589 coefficients (tce per unit); others from NCV / 29.3076")
+    lines.append(
+        f"standard-coal  {len(sc.coefficients)} GB/T 2589 coefficients (tce per unit); others from NCV / 29.3076"
+    )
     lines.append(f"               {sc.document}")
     lines.append(f"heat           {fs.heat.value} {fs.heat.unit}  {fs.heat.document} [{fs.heat.trust}]")
     products = sorted({lv.product for lv in fs.levels})
-    lines.append(f"levels         {len(fs.levels)} product energy-intensity levels ({fs.levels_version}): {', '.join(products)}")
+    lines.append(
+        f"levels         {len(fs.levels)} product energy-intensity levels ({fs.levels_version}): {', '.join(products)}"
+    )
     lines += ["", "trust: O official text; R2 two transcriptions agree; R1 one transcription (provisional); D derived"]
     return lines
 
@@ -101,13 +107,29 @@ def rows(
                 c = tce_coefficient(carrier, family, fs)
             except LookupError:
                 continue
-            out.append({"carrier": carrier, "chinese": CARRIERS[carrier].chinese, "value": c.value, "unit": c.unit,
-                        "trust": c.trust, "source": c.source})
+            out.append(
+                {
+                    "carrier": carrier,
+                    "chinese": CARRIERS[carrier].chinese,
+                    "value": c.value,
+                    "unit": c.unit,
+                    "trust": c.trust,
+                    "source": c.source,
+                }
+            )
         return out
     if table == "heat":
         h = fs.heat
-        return [{"carrier": "heat", "value": h.value, "unit": h.unit, "trust": h.trust, "document": h.document,
-                 "note": h.note}]
+        return [
+            {
+                "carrier": "heat",
+                "value": h.value,
+                "unit": h.unit,
+                "trust": h.trust,
+                "document": h.document,
+                "note": h.note,
+            }
+        ]
     if table == "levels":
         return [
             {
@@ -157,8 +179,16 @@ def _fmt(value: Any) -> str:
 
 COLUMNS = {
     "electricity": ["data_year", "level", "area", "variant", "value", "trust", "document"],
-    "fuels": ["carrier", "chinese", "unit", "ncv_gj", "carbon_content_tc_per_gj", "oxidation_rate", "tco2_per_unit",
-              "trust"],
+    "fuels": [
+        "carrier",
+        "chinese",
+        "unit",
+        "ncv_gj",
+        "carbon_content_tc_per_gj",
+        "oxidation_rate",
+        "tco2_per_unit",
+        "trust",
+    ],
     "standard-coal": ["carrier", "chinese", "value", "unit", "trust"],
     "heat": ["carrier", "value", "unit", "trust", "document"],
     "levels": ["product", "indicator", "kind", "comparator", "value", "unit", "region", "trust", "document"],

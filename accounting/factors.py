@@ -125,7 +125,9 @@ def electricity_factor(
     )
 
 
-def fuel_parameters(carrier: str, family: str = DEFAULT_FUEL_FAMILY, factor_set: FactorSet | None = None) -> FuelParameters:
+def fuel_parameters(
+    carrier: str, family: str = DEFAULT_FUEL_FAMILY, factor_set: FactorSet | None = None
+) -> FuelParameters:
     """Default NCV, carbon content and oxidation rate of a fuel in one family."""
     fam = (factor_set or shipped()).fuels(family)
     try:

@@ -219,9 +219,7 @@ def canonical_quantity(a: Activity) -> tuple[float, str]:
         raise AccountingError(_unknown_carrier(a.carrier), a.label)
     unit = normalise_unit(a.unit)
     if unit is None:
-        raise AccountingError(
-            f"unknown unit {a.unit!r} (known: kWh, MWh, GJ, MJ, t, kg, m3, Nm3, 10^4Nm3)", a.label
-        )
+        raise AccountingError(f"unknown unit {a.unit!r} (known: kWh, MWh, GJ, MJ, t, kg, m3, Nm3, 10^4Nm3)", a.label)
     if not info.accepts(unit):
         allowed = ", ".join(u for u in UNITS if info.accepts(u) and UNITS[u].dimension != Dimension.POWER)
         raise AccountingError(f"unit {unit!r} is not a quantity of {a.carrier} (use {allowed})", a.label)
@@ -270,9 +268,7 @@ def _fuel_factor(
     ncv, cc, of = measured.get("ncv", ncv), measured.get("cc", cc), measured.get("of", of)
     value = ncv * cc * of * CO2_PER_C
     if params is None:
-        return FactorUsed(value, unit, f"measured ncv {ncv}, cc {cc}, of {of} (--factor)", "given"), measured.get(
-            "ncv"
-        )
+        return FactorUsed(value, unit, f"measured ncv {ncv}, cc {cc}, of {of} (--factor)", "given"), measured.get("ncv")
     parts = f"ncv {ncv} GJ/{info.canonical_unit} x cc {cc} tC/GJ x of {of} x 44/12"
     if measured:
         source = f"{parts}; measured {', '.join(sorted(measured))}, rest from family {family} ({params.document})"

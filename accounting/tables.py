@@ -70,7 +70,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 
 def _parse(text: str, name: str) -> dict:
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
     except FactorTableError as exc:
         raise FactorTableError(f"{name}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -101,7 +101,9 @@ class _Check:
 
     def trust(self, value: Any) -> Trust:
         if value not in TRUST_LEVELS:
-            raise self.fail(f"trust must be one of {', '.join(TRUST_LEVELS)} (unverified values are not shipped), got {value!r}")
+            raise self.fail(
+                f"trust must be one of {', '.join(TRUST_LEVELS)} (unverified values are not shipped), got {value!r}"
+            )
         return value
 
     def text(self, data: dict, key: str) -> str:
@@ -384,7 +386,11 @@ def parse_standard_coal(data: dict, name: str = _FILES["standard_coal"]) -> Stan
         if required not in coefficients:
             raise check.fail(f"the {required} coefficient is required")
     return StandardCoal(
-        document, int(data.get("published", 0)), check.year(data.get("data_year"), "data_year"), gj_per_tce, coefficients
+        document,
+        int(data.get("published", 0)),
+        check.year(data.get("data_year"), "data_year"),
+        gj_per_tce,
+        coefficients,
     )
 
 
