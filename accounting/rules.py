@@ -316,6 +316,69 @@ def _tce_factor(
     return FactorUsed(c.value, c.unit, c.source, c.trust, document=fs.standard_coal.document)
 
 
+@dataclass(frozen=True)
+class RecordFactors:
+    """The factors one activity record is accounted with."""
+
+    co2: FactorUsed | None  # tCO2 per canonical unit; None: no combustion CO2 (feedstock)
+    market: FactorUsed | None  # electricity: the residual factor of the market-based method
+    tce: FactorUsed  # tce per canonical unit
+    biomass: bool = False  # CO2 reported, not counted
+    note: str | None = None
+
+
+def check_activity(a: Activity) -> None:
+    """Direction, use and certificates that make sense for the carrier (raises AccountingError)."""
+    if a.direction not in ("import", "export"):
+        raise AccountingError(f"direction must be import or export, got {a.direction!r}", a.label)
+    if a.direction == "export" and a.carrier not in EXPORTABLE:
+        raise AccountingError(f"only {', '.join(EXPORTABLE)} can be exported, not {a.carrier}", a.label)
+    if a.use not in ("fuel", "feedstock"):
+        raise AccountingError(f"use must be fuel or feedstock, got {a.use!r}", a.label)
+    info = CARRIERS[a.carrier]
+    if a.use == "feedstock" and not (info.fossil or info.biomass):
+        raise AccountingError(f"{a.carrier} cannot be feedstock (原料用能 is coal, oil, gas and products)", a.label)
+    gc = a.green_certificate_mwh or 0.0
+    if not (math.isfinite(gc) and gc >= 0):
+        raise AccountingError(f"green_certificate_mwh {gc!r} must be a number >= 0", a.label)
+    if gc and not (a.carrier == "electricity" and a.direction == "import"):
+        raise AccountingError("green certificates apply to imported electricity only", a.label)
+
+
+def record_factors(
+    a: Activity, year: int, overrides: Mapping[str, float], fuel_family: str, fs: FactorSet
+) -> RecordFactors:
+    """CO2 and tce factors of one record for accounting year ``year`` (raises AccountingError)."""
+    market: FactorUsed | None = None
+    measured_ncv: float | None = None
+    biomass = False
+    note = None
+    if a.carrier == "electricity":
+        co2, market = _electricity_factors(a, year, overrides, fs)
+    elif a.carrier in HEAT_CARRIERS:
+        if a.carrier in overrides:
+            co2 = FactorUsed(overrides[a.carrier], "tCO2/GJ", "given (--factor)", "given")
+        else:
+            h = fs.heat
+            co2 = FactorUsed(h.value, h.unit, f"default heat factor, {h.document} [{h.trust}]", h.trust)
+    elif a.carrier == "biomass":
+        if "biomass" not in overrides:
+            raise AccountingError(
+                "no default biomass CO2 factor is shipped: give --factor biomass=tCO2/t (reported, not counted)",
+                a.label,
+            )
+        co2 = FactorUsed(overrides["biomass"], "tCO2/t", "given (--factor)", "given")
+        biomass = True
+        note = "biomass CO2 is reported and not counted in co2_t"
+    else:
+        co2, measured_ncv = _fuel_factor(a, overrides, fuel_family, fs)
+    if a.use == "feedstock":
+        co2, market = None, None
+        note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
+    tce = _tce_factor(a, overrides, fuel_family, fs, measured_ncv)
+    return RecordFactors(co2, market, tce, biomass, note)
+
+
 # --- the account ------------------------------------------------------------------------------
 
 
@@ -339,59 +402,18 @@ def account(
 
     for a in activities:
         qty, unit = canonical_quantity(a)
-        if a.direction not in ("import", "export"):
-            raise AccountingError(f"direction must be import or export, got {a.direction!r}", a.label)
-        if a.direction == "export" and a.carrier not in EXPORTABLE:
-            raise AccountingError(f"only {', '.join(EXPORTABLE)} can be exported, not {a.carrier}", a.label)
-        if a.use not in ("fuel", "feedstock"):
-            raise AccountingError(f"use must be fuel or feedstock, got {a.use!r}", a.label)
-        info = CARRIERS[a.carrier]
-        if a.use == "feedstock" and not (info.fossil or info.biomass):
-            raise AccountingError(f"{a.carrier} cannot be feedstock (原料用能 is coal, oil, gas and products)", a.label)
+        check_activity(a)
         gc = a.green_certificate_mwh or 0.0
-        if not (math.isfinite(gc) and gc >= 0):
-            raise AccountingError(f"green_certificate_mwh {gc!r} must be a number >= 0", a.label)
-        if gc and not (a.carrier == "electricity" and a.direction == "import"):
-            raise AccountingError("green certificates apply to imported electricity only", a.label)
         sign = -1.0 if a.direction == "export" else 1.0
-
-        market_factor: FactorUsed | None = None
-        measured_ncv: float | None = None
-        note = None
-        if a.carrier == "electricity":
-            factor, market_factor = _electricity_factors(a, year, overrides, fs)
-        elif a.carrier in HEAT_CARRIERS:
-            if a.carrier in overrides:
-                factor = FactorUsed(overrides[a.carrier], "tCO2/GJ", "given (--factor)", "given")
-            else:
-                h = fs.heat
-                factor = FactorUsed(h.value, h.unit, f"default heat factor, {h.document} [{h.trust}]", h.trust)
-        elif a.carrier == "biomass":
-            if "biomass" not in overrides:
-                raise AccountingError(
-                    "no default biomass CO2 factor is shipped: give --factor biomass=tCO2/t (reported, not counted)",
-                    a.label,
-                )
-            factor = FactorUsed(overrides["biomass"], "tCO2/t", "given (--factor)", "given")
-            note = "biomass CO2 is reported and not counted in co2_t"
-        else:
-            factor, measured_ncv = _fuel_factor(a, overrides, fuel_family, fs)
-        if a.use == "feedstock":
-            note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
-        tce_factor = _tce_factor(a, overrides, fuel_family, fs, measured_ncv)
+        rf = record_factors(a, year, overrides, fuel_family, fs)
+        factor, market_factor, tce_factor = rf.co2, rf.market, rf.tce
+        note = rf.note
 
         key = (a.carrier, a.direction, a.use, factor, market_factor, tce_factor)
         line = lines.get(key)
         if line is None:
             line = lines[key] = CarrierLine(
-                a.carrier,
-                a.direction,
-                a.use,
-                unit,
-                None if a.use == "feedstock" else factor,
-                tce_factor,
-                market_factor,
-                note=note,
+                a.carrier, a.direction, a.use, unit, factor, tce_factor, market_factor, note=note
             )
         line.quantity += qty
         if a.label:
@@ -400,9 +422,9 @@ def account(
         tce = sign * qty * tce_factor.value
         line.tce += tce
         result.tce += tce
-        if a.use == "feedstock":
+        if factor is None:  # feedstock: no combustion CO2
             result.tce_feedstock += tce
-        elif a.carrier == "biomass":
+        elif rf.biomass:
             line.biomass_co2_t += qty * factor.value
             result.biomass_co2_t += qty * factor.value
         else:

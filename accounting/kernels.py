@@ -1,0 +1,276 @@
+"""Numba kernels: counter readings to consumption per 15-minute bucket, factors, roll-ups.
+
+Readings arrive as three parallel arrays (point index, time in epoch seconds, value), sorted by
+point and then by time; ``offsets[p]:offsets[p+1]`` are the readings of point ``p``. Each point
+is independent, so the kernels run ``prange`` over points (two cores here, more in a centre).
+
+The rules for one point's series (the plain-Python twin in :mod:`.reference` must agree):
+
+- Non-finite values are ignored. The first finite reading is the baseline.
+- A step up ``d >= 0`` is counted and spread over the buckets between the two readings in
+  proportion to time (a zero-length step lands in the bucket of its time). If the point has a
+  plausible maximum rate and ``d > max_rate * max(dt, bucket)``, it is a spike: when the next
+  reading falls back between the baseline and this one, the reading is skipped; otherwise the
+  step is not counted and the baseline moves (FLAG_SPIKE either way).
+- A step down looks one reading ahead. If the next reading is back at or above the baseline, or
+  falls further, or there is none yet, this reading is a glitch: skipped, baseline kept
+  (FLAG_BACKWARDS). If the drop persists (the next reading is between this one and the
+  baseline): a rollover when the register wraps (``rollover`` > 0), the wrapped difference is at
+  most half the register and plausible by ``max_rate`` (counted, FLAG_ROLLOVER); otherwise a
+  reset (not counted, baseline moves to the new value, FLAG_RESET). Never a negative quantity,
+  never a register-sized spike from a transient zero.
+- Coverage is the share of the bucket spanned by counted steps; below FULL_COVERAGE the bucket is
+  FLAG_PARTIAL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .flags import (
+    FLAG_BACKWARDS,
+    FLAG_PARTIAL,
+    FLAG_RESET,
+    FLAG_ROLLOVER,
+    FLAG_SPIKE,
+    FULL_COVERAGE,
+)
+
+
+@njit(cache=True, inline="always")
+def _next_finite(vals, i, hi):
+    while i < hi and not np.isfinite(vals[i]):
+        i += 1
+    return i
+
+
+@njit(cache=True, inline="always")
+def _bucket_of(t, bsec):
+    return np.int64(np.floor(t / bsec))
+
+
+@njit(cache=True)
+def point_span(ts, vals, lo, hi, bsec):
+    """(first bucket, number of buckets) of the finite readings in [lo, hi); (0, 0) if none."""
+    i = _next_finite(vals, lo, hi)
+    if i >= hi:
+        return np.int64(0), np.int64(0)
+    j = hi - 1
+    while not np.isfinite(vals[j]):
+        j -= 1
+    first = _bucket_of(np.float64(ts[i]), bsec)
+    last = _bucket_of(np.float64(ts[j]), bsec)
+    return first, last - first + 1
+
+
+@njit(cache=True)
+def _spread(t0, t1, d, flag, bsec, first, qty, cov, flg):
+    if t1 <= t0:
+        k = _bucket_of(t0, bsec) - first
+        qty[k] += d
+        flg[k] |= flag
+        return
+    span = t1 - t0
+    b = _bucket_of(t0, bsec)
+    while b * bsec < t1:
+        lo = max(t0, b * bsec)
+        hi = min(t1, (b + 1) * bsec)
+        k = b - first
+        qty[k] += d * ((hi - lo) / span)
+        cov[k] += (hi - lo) / bsec
+        flg[k] |= flag
+        b += 1
+
+
+@njit(cache=True)
+def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, flg):
+    """Apply the counter rules to readings [lo, hi) of one point, adding into bucket arrays.
+
+    ``qty``, ``cov`` and ``flg`` are indexed by bucket - ``first`` and must cover the span of the
+    finite readings (see :func:`point_span`). PARTIAL is set by the caller.
+    """
+    i = _next_finite(vals, lo, hi)
+    if i >= hi:
+        return
+    base_t = np.float64(ts[i])
+    base_v = vals[i]
+    i = _next_finite(vals, i + 1, hi)
+    while i < hi:
+        t = np.float64(ts[i])
+        v = vals[i]
+        d = v - base_v
+        dt = t - base_t
+        j = _next_finite(vals, i + 1, hi)
+        if d >= 0.0:
+            if d > max_rate * max(dt, bsec):
+                flg[_bucket_of(t, bsec) - first] |= FLAG_SPIKE
+                if not (j < hi and vals[j] >= base_v and vals[j] < v):
+                    base_t = t  # the level persists: not counted, baseline moves
+                    base_v = v
+            else:
+                _spread(base_t, t, d, 0, bsec, first, qty, cov, flg)
+                base_t = t
+                base_v = v
+        elif j >= hi or vals[j] >= base_v or vals[j] < v:
+            flg[_bucket_of(t, bsec) - first] |= FLAG_BACKWARDS
+        else:
+            wrapped = v + rollover - base_v
+            if rollover > 0.0 and 0.0 <= wrapped <= 0.5 * rollover and wrapped <= max_rate * max(dt, bsec):
+                _spread(base_t, t, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
+            else:
+                flg[_bucket_of(t, bsec) - first] |= FLAG_RESET
+            base_t = t
+            base_v = v
+        i = j
+
+
+@njit(cache=True)
+def _mark_partial(cov, flg):
+    for k in range(cov.shape[0]):
+        if cov[k] < FULL_COVERAGE:
+            flg[k] |= FLAG_PARTIAL
+
+
+@njit(cache=True)
+def series_intervals(ts, vals, rollover, max_rate, bsec):
+    """One point's readings (sorted by time) -> (bucket start, quantity, flags, coverage)."""
+    n = ts.shape[0]
+    first, nb = point_span(ts, vals, 0, n, bsec)
+    qty = np.zeros(nb)
+    cov = np.zeros(nb)
+    flg = np.zeros(nb, dtype=np.int32)
+    point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg)
+    _mark_partial(cov, flg)
+    bucket = (first + np.arange(nb)) * np.int64(bsec)
+    return bucket, qty, flg, cov
+
+
+@njit(cache=True, parallel=True)
+def batch_intervals(ts, vals, offsets, rollover, max_rate, bsec):
+    """Many points at once -> (point index, bucket start, quantity, flags, coverage), by point then bucket."""
+    npts = offsets.shape[0] - 1
+    firsts = np.zeros(npts, dtype=np.int64)
+    counts = np.zeros(npts + 1, dtype=np.int64)
+    for p in prange(npts):
+        firsts[p], counts[p + 1] = point_span(ts, vals, offsets[p], offsets[p + 1], bsec)
+    starts = np.cumsum(counts)
+    total = starts[npts]
+    point = np.empty(total, dtype=np.int32)
+    bucket = np.empty(total, dtype=np.int64)
+    qty = np.zeros(total)
+    cov = np.zeros(total)
+    flg = np.zeros(total, dtype=np.int32)
+    for p in prange(npts):
+        a, b = starts[p], starts[p + 1]
+        if a == b:
+            continue
+        point_buckets(
+            ts,
+            vals,
+            offsets[p],
+            offsets[p + 1],
+            rollover[p],
+            max_rate[p],
+            bsec,
+            firsts[p],
+            qty[a:b],
+            cov[a:b],
+            flg[a:b],
+        )
+        _mark_partial(cov[a:b], flg[a:b])
+        for k in range(b - a):
+            point[a + k] = p
+            bucket[a + k] = (firsts[p] + k) * np.int64(bsec)
+    return point, bucket, qty, flg, cov
+
+
+@njit(cache=True, parallel=True)
+def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_period, nper):
+    """Readings -> (quantity, coverage, flags) per point and period, without materialising buckets.
+
+    ``bucket_period[b - origin]`` is the period index of bucket ``b`` (-1 outside the window).
+    Coverage is summed in bucket units, so coverage / buckets-in-period is the completeness.
+    """
+    npts = offsets.shape[0] - 1
+    q = np.zeros((npts, nper))
+    c = np.zeros((npts, nper))
+    f = np.zeros((npts, nper), dtype=np.int32)
+    nmap = bucket_period.shape[0]
+    for p in prange(npts):
+        lo, hi = offsets[p], offsets[p + 1]
+        first, nb = point_span(ts, vals, lo, hi, bsec)
+        if nb == 0:
+            continue
+        qty = np.zeros(nb)
+        cov = np.zeros(nb)
+        flg = np.zeros(nb, dtype=np.int32)
+        point_buckets(ts, vals, lo, hi, rollover[p], max_rate[p], bsec, first, qty, cov, flg)
+        for k in range(nb):
+            idx = first + k - origin
+            if idx < 0 or idx >= nmap:
+                continue
+            per = bucket_period[idx]
+            if per < 0:
+                continue
+            q[p, per] += qty[k]
+            c[p, per] += cov[k]
+            fl = flg[k]
+            if cov[k] < FULL_COVERAGE:
+                fl |= FLAG_PARTIAL
+            f[p, per] |= fl
+    return q, c, f
+
+
+@njit(cache=True)
+def is_sorted(point, ts):
+    """True when readings are ordered by point, then time (ties allowed)."""
+    for i in range(1, point.shape[0]):
+        if point[i] < point[i - 1] or (point[i] == point[i - 1] and ts[i] < ts[i - 1]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def point_offsets(point, npts):
+    """offsets[p]:offsets[p+1] = readings of point p, for readings sorted by point."""
+    counts = np.zeros(npts + 1, dtype=np.int64)
+    for i in range(point.shape[0]):
+        counts[point[i] + 1] += 1
+    return np.cumsum(counts)
+
+
+@njit(cache=True, parallel=True)
+def apply_factors(point, period, qty, to_canonical, tce_per_unit, co2_per_unit):
+    """Per interval: quantity in the point's unit -> (canonical quantity, tce, CO2).
+
+    ``tce_per_unit`` and ``co2_per_unit`` are (points x periods): factors change with the
+    accounting year of the period (electricity data year Y-2).
+    """
+    n = qty.shape[0]
+    canon = np.empty(n)
+    tce = np.empty(n)
+    co2 = np.empty(n)
+    for i in prange(n):
+        p = point[i]
+        x = qty[i] * to_canonical[p]
+        canon[i] = x
+        tce[i] = x * tce_per_unit[p, period[i]]
+        co2[i] = x * co2_per_unit[p, period[i]]
+    return canon, tce, co2
+
+
+@njit(cache=True, parallel=True)
+def group_rows(values, group, ngroups, weight):
+    """Sum rows of a (points x periods) matrix into (groups x periods), each row times weight[p].
+
+    Parallel over periods so no two threads add into the same cell.
+    """
+    nper = values.shape[1]
+    out = np.zeros((ngroups, nper))
+    for j in prange(nper):
+        for p in range(values.shape[0]):
+            g = group[p]
+            if g >= 0:
+                out[g, j] += values[p, j] * weight[p]
+    return out
