@@ -14,7 +14,7 @@ import numpy as np
 
 BEIJING_OFFSET_SECONDS = 8 * 3600
 PERIODS = ("15min", "hour", "day", "month", "year")
-_UNIT = {"15min": "m", "hour": "h", "day": "D", "month": "M", "year": "Y"}
+_UNIT = {"15min": "m", "hour": "h", "day": "D", "month": "M", "year": "Y"}  # 15min: bucket starts are minutes
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,7 @@ def period_map(
     if end is not None:
         keep &= bstart < end
     local = local_datetimes(bstart)
-    if period == "15min":
-        pkey = local.astype("datetime64[m]")
-    else:
-        pkey = local.astype(f"datetime64[{_UNIT[period]}]")
+    pkey = local.astype(f"datetime64[{_UNIT[period]}]")
     uniq, inverse = np.unique(pkey[keep], return_inverse=True)
     index = np.full(len(nums), -1, dtype=np.int32)
     index[keep] = inverse.astype(np.int32)
