@@ -39,6 +39,7 @@ class Intervals:
     quantity: np.ndarray  # float64, in the counter's unit
     flags: np.ndarray  # int32 bit set of FLAG_*
     coverage: np.ndarray  # float64 share of the bucket spanned by counted reading pairs
+    readings: np.ndarray | None = None  # int32 finite readings whose time falls in the bucket
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,14 @@ def counter_intervals(
     values = np.asarray(values, dtype=np.float64)
     if ts.shape != values.shape or ts.ndim != 1:
         raise ValueError("ts and values must be one-dimensional arrays of the same length")
-    if len(ts) > 1 and np.any(ts[1:] < ts[:-1]):
-        order = np.argsort(ts, kind="stable")
+    if not kernels.is_sorted(np.zeros(len(ts), dtype=np.int8), ts, values):
+        order = np.lexsort((values, ts))
         ts, values = ts[order], values[order]
     if np.isfinite(values).sum() < 2:
         empty = np.empty(0)
-        return Intervals(empty.astype(np.int64), empty, empty.astype(np.int32), empty)
+        return Intervals(empty.astype(np.int64), empty, empty.astype(np.int32), empty, empty.astype(np.int32))
     wrap, rate = _limits(rollover, max_rate)
-    bucket, qty, flags, cov = kernels.series_intervals(ts, values, wrap, rate, float(bucket_seconds))
-    return Intervals(bucket, qty, flags, cov)
+    return Intervals(*kernels.series_intervals(ts, values, wrap, rate, float(bucket_seconds)))
 
 
 def batch_intervals(
@@ -99,8 +99,8 @@ def batch_intervals(
     npts = int(point.max()) + 1 if len(point) else 0
     ts, values, point, offsets = sort_readings(point, np.asarray(ts), np.asarray(values, dtype=np.float64), npts)
     wrap, rate = point_limits(npts, rollover, max_rate)
-    p, bucket, qty, flags, cov = kernels.batch_intervals(ts, values, offsets, wrap, rate, float(bucket_seconds))
-    return BatchIntervals(bucket, qty, flags, cov, p)
+    p, bucket, qty, flags, cov, cnt = kernels.batch_intervals(ts, values, offsets, wrap, rate, float(bucket_seconds))
+    return BatchIntervals(bucket, qty, flags, cov, cnt, p)
 
 
 def point_limits(npts: int, rollover: np.ndarray | None, max_rate: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +117,12 @@ def point_limits(npts: int, rollover: np.ndarray | None, max_rate: np.ndarray | 
 def sort_readings(
     point: np.ndarray, ts: np.ndarray, values: np.ndarray, npts: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Readings ordered by point then time (stable), and the per-point offsets."""
+    """Readings ordered by point, time and value, and the per-point offsets."""
     if not (point.shape == ts.shape == values.shape) or point.ndim != 1:
         raise ValueError("point, ts and values must be one-dimensional arrays of the same length")
     if len(point) and (point.min() < 0):
         raise ValueError("point indices must be >= 0")
-    if not kernels.is_sorted(point, ts):
-        order = np.lexsort((ts, point))
+    if not kernels.is_sorted(point, ts, values):
+        order = np.lexsort((values, ts, point))
         point, ts, values = point[order], ts[order], values[order]
     return ts, values, point, kernels.point_offsets(point, npts)

@@ -1,7 +1,8 @@
 """Numba kernels: counter readings to consumption per 15-minute bucket, factors, roll-ups.
 
 Readings arrive as three parallel arrays (point index, time in epoch seconds, value), sorted by
-point and then by time; ``offsets[p]:offsets[p+1]`` are the readings of point ``p``. Each point
+point, then time, then value (so two readings at the same time have one order whatever order they
+came in); ``offsets[p]:offsets[p+1]`` are the readings of point ``p``. Each point
 is independent, so the kernels run ``prange`` over points (two cores here, more in a centre).
 
 The rules for one point's series (the plain-Python twin in :mod:`.reference` must agree):
@@ -84,21 +85,24 @@ def _spread(t0, t1, d, flag, bsec, first, qty, cov, flg):
 
 
 @njit(cache=True)
-def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, flg):
+def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, flg, cnt):
     """Apply the counter rules to readings [lo, hi) of one point, adding into bucket arrays.
 
-    ``qty``, ``cov`` and ``flg`` are indexed by bucket - ``first`` and must cover the span of the
-    finite readings (see :func:`point_span`). PARTIAL is set by the caller.
+    ``qty``, ``cov``, ``flg`` and ``cnt`` (finite readings per bucket) are indexed by bucket -
+    ``first`` and must cover the span of the finite readings (see :func:`point_span`). PARTIAL is
+    set by the caller.
     """
     i = _next_finite(vals, lo, hi)
     if i >= hi:
         return
     base_t = np.float64(ts[i])
     base_v = vals[i]
+    cnt[_bucket_of(base_t, bsec) - first] += 1
     i = _next_finite(vals, i + 1, hi)
     while i < hi:
         t = np.float64(ts[i])
         v = vals[i]
+        cnt[_bucket_of(t, bsec) - first] += 1
         d = v - base_v
         dt = t - base_t
         j = _next_finite(vals, i + 1, hi)
@@ -134,21 +138,22 @@ def _mark_partial(cov, flg):
 
 @njit(cache=True)
 def series_intervals(ts, vals, rollover, max_rate, bsec):
-    """One point's readings (sorted by time) -> (bucket start, quantity, flags, coverage)."""
+    """One point's readings (sorted by time) -> (bucket start, quantity, flags, coverage, readings)."""
     n = ts.shape[0]
     first, nb = point_span(ts, vals, 0, n, bsec)
     qty = np.zeros(nb)
     cov = np.zeros(nb)
     flg = np.zeros(nb, dtype=np.int32)
-    point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg)
+    cnt = np.zeros(nb, dtype=np.int32)
+    point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg, cnt)
     _mark_partial(cov, flg)
     bucket = (first + np.arange(nb)) * np.int64(bsec)
-    return bucket, qty, flg, cov
+    return bucket, qty, flg, cov, cnt
 
 
 @njit(cache=True, parallel=True)
 def batch_intervals(ts, vals, offsets, rollover, max_rate, bsec):
-    """Many points at once -> (point index, bucket start, quantity, flags, coverage), by point then bucket."""
+    """Many points -> (point index, bucket start, quantity, flags, coverage, readings), by point then bucket."""
     npts = offsets.shape[0] - 1
     firsts = np.zeros(npts, dtype=np.int64)
     counts = np.zeros(npts + 1, dtype=np.int64)
@@ -161,41 +166,35 @@ def batch_intervals(ts, vals, offsets, rollover, max_rate, bsec):
     qty = np.zeros(total)
     cov = np.zeros(total)
     flg = np.zeros(total, dtype=np.int32)
+    cnt = np.zeros(total, dtype=np.int32)
     for p in prange(npts):
         a, b = starts[p], starts[p + 1]
         if a == b:
             continue
-        point_buckets(
-            ts,
-            vals,
-            offsets[p],
-            offsets[p + 1],
-            rollover[p],
-            max_rate[p],
-            bsec,
-            firsts[p],
-            qty[a:b],
-            cov[a:b],
-            flg[a:b],
-        )
+        lo, hi = offsets[p], offsets[p + 1]
+        wrap, rate, first = rollover[p], max_rate[p], firsts[p]
+        point_buckets(ts, vals, lo, hi, wrap, rate, bsec, first, qty[a:b], cov[a:b], flg[a:b], cnt[a:b])
         _mark_partial(cov[a:b], flg[a:b])
         for k in range(b - a):
             point[a + k] = p
             bucket[a + k] = (firsts[p] + k) * np.int64(bsec)
-    return point, bucket, qty, flg, cov
+    return point, bucket, qty, flg, cov, cnt
 
 
 @njit(cache=True, parallel=True)
 def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_period, nper):
-    """Readings -> (quantity, coverage, flags) per point and period, without materialising buckets.
+    """Readings -> (quantity, coverage, flags, buckets with a reading) per point and period.
 
-    ``bucket_period[b - origin]`` is the period index of bucket ``b`` (-1 outside the window).
-    Coverage is summed in bucket units, so coverage / buckets-in-period is the completeness.
+    Buckets are not materialised beyond one point's span at a time. ``bucket_period[b - origin]``
+    is the period index of bucket ``b`` (-1 outside the window). Coverage is summed in bucket
+    units; divided by the buckets in the period it is the share backed by counted steps, and the
+    buckets-with-a-reading count gives the upload completeness of the national rule.
     """
     npts = offsets.shape[0] - 1
     q = np.zeros((npts, nper))
     c = np.zeros((npts, nper))
     f = np.zeros((npts, nper), dtype=np.int32)
+    r = np.zeros((npts, nper), dtype=np.int32)
     nmap = bucket_period.shape[0]
     for p in prange(npts):
         lo, hi = offsets[p], offsets[p + 1]
@@ -205,7 +204,8 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
         qty = np.zeros(nb)
         cov = np.zeros(nb)
         flg = np.zeros(nb, dtype=np.int32)
-        point_buckets(ts, vals, lo, hi, rollover[p], max_rate[p], bsec, first, qty, cov, flg)
+        cnt = np.zeros(nb, dtype=np.int32)
+        point_buckets(ts, vals, lo, hi, rollover[p], max_rate[p], bsec, first, qty, cov, flg, cnt)
         for k in range(nb):
             idx = first + k - origin
             if idx < 0 or idx >= nmap:
@@ -219,14 +219,19 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
             if cov[k] < FULL_COVERAGE:
                 fl |= FLAG_PARTIAL
             f[p, per] |= fl
-    return q, c, f
+            if cnt[k] > 0:
+                r[p, per] += 1
+    return q, c, f, r
 
 
 @njit(cache=True)
-def is_sorted(point, ts):
-    """True when readings are ordered by point, then time (ties allowed)."""
+def is_sorted(point, ts, vals):
+    """True when readings are ordered by point, time and (at equal times) value."""
     for i in range(1, point.shape[0]):
-        if point[i] < point[i - 1] or (point[i] == point[i - 1] and ts[i] < ts[i - 1]):
+        if point[i] != point[i - 1]:
+            if point[i] < point[i - 1]:
+                return False
+        elif ts[i] < ts[i - 1] or (ts[i] == ts[i - 1] and vals[i] < vals[i - 1]):
             return False
     return True
 

@@ -71,7 +71,8 @@ class Rollup:
     years: np.ndarray  # accounting year of each period
     quantity: np.ndarray  # points x periods, in each point's unit
     canonical: np.ndarray  # points x periods, in each carrier's canonical unit (MWh, GJ, t, 10^4Nm3)
-    completeness: np.ndarray  # share of the period's 15-minute buckets backed by readings
+    coverage: np.ndarray  # share of the period's 15-minute buckets spanned by counted steps
+    completeness: np.ndarray  # share of the period's 15-minute buckets with a reading (national rule: >= 0.9)
     flags: np.ndarray  # OR of the buckets' FLAG_* per point and period
     tce: np.ndarray  # points x periods, the point's own (unsigned)
     co2_t: np.ndarray  # points x periods, the point's own (unsigned, 0 for biomass and feedstock)
@@ -187,7 +188,7 @@ def rollup(
     lo_bucket = int(np.floor(finite_ts.min() / bucket_seconds))
     hi_bucket = int(np.floor(finite_ts.max() / bucket_seconds))
     pm = period_map(lo_bucket, hi_bucket, period, bucket_seconds, start, end)
-    qty, cov, flags = kernels.rollup_points(
+    qty, cov, flags, with_reading = kernels.rollup_points(
         ts, value, offsets, wrap, rate, float(bucket_seconds), pm.origin, pm.index, len(pm.labels)
     )
     pf = point_factors(points, pm.years, overrides, fuel_family, fs)
@@ -218,7 +219,8 @@ def rollup(
         years=pm.years,
         quantity=qty,
         canonical=canonical,
-        completeness=cov / pm.buckets[None, :],
+        coverage=cov / pm.buckets[None, :],
+        completeness=with_reading / pm.buckets[None, :],
         flags=flags,
         tce=tce,
         co2_t=co2,

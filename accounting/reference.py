@@ -25,8 +25,9 @@ def counter_buckets(
     max_rate: float | None = None,
     bucket_seconds: float = 900.0,
 ) -> dict[int, list]:
-    """{bucket start: [quantity, flags, coverage]} from one point's (time, value) readings, any order."""
-    series = sorted(((float(t), float(v)) for t, v in readings if math.isfinite(v)), key=lambda r: r[0])
+    """{bucket start: [quantity, flags, coverage, readings]} from one point's (time, value) readings."""
+    # by time, and at equal times by value, whatever order the readings came in
+    series = sorted((float(t), float(v)) for t, v in readings if math.isfinite(v))
     out: dict[int, list] = {}
     if not series:
         return out
@@ -34,7 +35,9 @@ def counter_buckets(
     first = math.floor(series[0][0] / size)
     last = math.floor(series[-1][0] / size)
     for b in range(first, last + 1):
-        out[b] = [0.0, 0, 0.0]
+        out[b] = [0.0, 0, 0.0, 0]
+    for t, _ in series:
+        out[math.floor(t / size)][3] += 1
 
     def bucket(t: float) -> list:
         return out[math.floor(t / size)]
@@ -107,17 +110,17 @@ def rollup(
     period: str = "day",
     bucket_seconds: float = 900.0,
 ) -> dict[tuple[int, str], list]:
-    """{(point, period label): [quantity, coverage, flags]} from readings in any order."""
+    """{(point, period label): [quantity, coverage, flags, buckets with a reading]} from readings in any order."""
     by_point: dict[int, list] = defaultdict(list)
     for p, t, v in zip(points, times, values, strict=True):
         by_point[p].append((t, v))
     out: dict[tuple[int, str], list] = {}
     for p, readings in by_point.items():
-        for start, (qty, flags, cov) in counter_buckets(
-            readings, rollover.get(p), max_rate.get(p), bucket_seconds
-        ).items():
-            cell = out.setdefault((p, period_label(start, period)), [0.0, 0.0, 0])
+        buckets = counter_buckets(readings, rollover.get(p), max_rate.get(p), bucket_seconds)
+        for start, (qty, flags, cov, count) in buckets.items():
+            cell = out.setdefault((p, period_label(start, period)), [0.0, 0.0, 0, 0])
             cell[0] += qty
             cell[1] += cov
             cell[2] |= flags
+            cell[3] += count > 0
     return out

@@ -353,7 +353,10 @@ def record_factors(
     measured_ncv: float | None = None
     biomass = False
     note = None
-    if a.carrier == "electricity":
+    if a.use == "feedstock":
+        co2, measured_ncv = None, overrides.get(f"{a.carrier}.ncv")
+        note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
+    elif a.carrier == "electricity":
         co2, market = _electricity_factors(a, year, overrides, fs)
     elif a.carrier in HEAT_CARRIERS:
         if a.carrier in overrides:
@@ -372,9 +375,6 @@ def record_factors(
         note = "biomass CO2 is reported and not counted in co2_t"
     else:
         co2, measured_ncv = _fuel_factor(a, overrides, fuel_family, fs)
-    if a.use == "feedstock":
-        co2, market = None, None
-        note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
     tce = _tce_factor(a, overrides, fuel_family, fs, measured_ncv)
     return RecordFactors(co2, market, tce, biomass, note)
 
