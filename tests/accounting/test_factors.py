@@ -7,7 +7,9 @@ import pytest
 from carbonwatch.accounting.factors import FactorNotFound, electricity_factor, fuel_parameters, tce_coefficient
 
 
-@pytest.mark.parametrize(("year", "data_year", "value"), [(2023, 2021, 0.7222), (2024, 2022, 0.7096), (2025, 2023, 0.6634)])
+@pytest.mark.parametrize(
+    ("year", "data_year", "value"), [(2023, 2021, 0.7222), (2024, 2022, 0.7096), (2025, 2023, 0.6634)]
+)
 def test_accounting_year_uses_data_year_minus_two(year, data_year, value):
     f = electricity_factor("山西", year)
     assert (f.data_year, f.value, f.province, f.level) == (data_year, value, "140000", "province")
@@ -20,7 +22,7 @@ def test_latest_published_year_when_y_minus_2_is_not_out():
 
 
 def test_too_early_a_year_is_refused():
-    with pytest.raises(FactorNotFound, match="usable from accounting year 2023"):
+    with pytest.raises(FactorNotFound, match=r"usable from accounting year 2023"):
         electricity_factor("140000", 2022)
 
 
@@ -49,26 +51,26 @@ def test_variants_are_national():
 
 def test_explicit_data_year_for_recomputation():
     assert electricity_factor("shandong", 2025, data_year=2021).value == 0.6838
-    with pytest.raises(FactorNotFound, match="no electricity factor for data year 2020"):
+    with pytest.raises(FactorNotFound, match=r"no electricity factor for data year 2020"):
         electricity_factor("shandong", 2025, data_year=2020)
 
 
 def test_tibet_has_no_provincial_factor():
-    with pytest.raises(FactorNotFound, match="西藏 \\(540000\\).*--factor electricity="):
+    with pytest.raises(FactorNotFound, match=r"西藏 \(540000\).*--factor electricity="):
         electricity_factor("xizang", 2025)
 
 
 def test_unknown_place_and_variant():
-    with pytest.raises(FactorNotFound, match="unknown province 'atlantis'"):
+    with pytest.raises(FactorNotFound, match=r"unknown province 'atlantis'"):
         electricity_factor("atlantis", 2025)
-    with pytest.raises(FactorNotFound, match="unknown electricity variant"):
+    with pytest.raises(FactorNotFound, match=r"unknown electricity variant"):
         electricity_factor("shandong", 2025, variant="green")
 
 
 def test_fuel_families_are_kept_apart():
     assert fuel_parameters("coke", "B").ncv == 28.435
     assert fuel_parameters("coke", "A").ncv == 28.446
-    with pytest.raises(FactorNotFound, match="family A .* no default parameters for 'natural_gas'.*never mixed"):
+    with pytest.raises(FactorNotFound, match=r"family A .* no default parameters for 'natural_gas'.*never mixed"):
         fuel_parameters("natural_gas", "A")
 
 
@@ -79,5 +81,5 @@ def test_standard_coal_published_and_derived():
     # within the yearbook's 0.5714-0.6143 kgce/m3 range for coke-oven gas
     assert 5.714 <= derived.value <= 6.143
     assert tce_coefficient("steam").value == 0.03412
-    with pytest.raises(FactorNotFound, match="biomass.*--factor biomass.tce="):
+    with pytest.raises(FactorNotFound, match=r"biomass.*--factor biomass.tce="):
         tce_coefficient("biomass")

@@ -28,9 +28,7 @@ def series(draw, max_n: int = 40) -> dict:
     t0 = draw(st.integers(1_700_000_000, 1_800_000_000))
     if draw(st.booleans()):
         t0 -= t0 % 900  # readings on bucket boundaries
-    gap = st.one_of(
-        st.just(0), st.integers(1, 120), st.sampled_from([60, 300, 450, 900]), st.integers(900, 6 * 3600)
-    )
+    gap = st.one_of(st.just(0), st.integers(1, 120), st.sampled_from([60, 300, 450, 900]), st.integers(900, 6 * 3600))
     steps = draw(st.lists(gap, min_size=n - 1, max_size=n - 1))
     ts = t0 + np.concatenate([[0], np.cumsum(steps, dtype=np.int64)]).astype(np.float64)
     if draw(st.booleans()):
@@ -101,12 +99,8 @@ def test_batch_kernel_equals_reference_per_point(many, rnd):
     for p, s in enumerate(many):
         mine = got.point == p
         want = reference.counter_buckets(list(zip(s["ts"], s["values"], strict=True)), s["rollover"], s["max_rate"])
-        rows = {
-            int(b): (float(q), int(f), float(c), int(r))
-            for b, q, f, c, r in zip(
-                got.bucket[mine], got.quantity[mine], got.flags[mine], got.coverage[mine], got.readings[mine], strict=True
-            )
-        }
+        cols = (got.bucket[mine], got.quantity[mine], got.flags[mine], got.coverage[mine], got.readings[mine])
+        rows = {int(b): (float(q), int(f), float(c), int(r)) for b, q, f, c, r in zip(*cols, strict=True)}
         if np.isfinite(s["values"]).sum() == 0:
             assert not rows
             continue
