@@ -65,6 +65,22 @@ def point_span(ts, vals, lo, hi, bsec):
     return first, last - first + 1
 
 
+@njit(cache=True, parallel=True)
+def bucket_range(ts, vals, offsets, bsec):
+    """(first, last) bucket over all points' finite readings; (0, -1) when there are none."""
+    npts = offsets.shape[0] - 1
+    firsts = np.full(npts, np.iinfo(np.int64).max)
+    lasts = np.full(npts, np.iinfo(np.int64).min)
+    for p in prange(npts):
+        first, nb = point_span(ts, vals, offsets[p], offsets[p + 1], bsec)
+        if nb > 0:
+            firsts[p] = first
+            lasts[p] = first + nb - 1
+    if npts == 0 or firsts.min() > lasts.max():
+        return np.int64(0), np.int64(-1)
+    return firsts.min(), lasts.max()
+
+
 @njit(cache=True)
 def _spread(t0, t1, d, flag, bsec, first, qty, cov, flg):
     if t1 <= t0:

@@ -114,6 +114,7 @@ def point_factors(
     dual = np.zeros(npts)
     data_years: dict[int, int] = {}
     uniq_years = sorted({int(y) for y in years})
+    resolved: dict[tuple, tuple] = {}  # many points share carrier, unit and place: resolve each once
     for p, info in enumerate(points):
         if info.direction not in _SIGN:
             raise AccountingError(f"direction must be one of {', '.join(_SIGN)}, got {info.direction!r}", info.id)
@@ -132,13 +133,16 @@ def point_factors(
             enthalpy_kj_per_kg=info.enthalpy_kj_per_kg,
             label=f"point {info.id}",
         )
-        to_canonical[p], _ = canonical_quantity(a)
-        check_activity(a)
+        key = (a.carrier, a.unit, a.province, a.use, a.direction, a.enthalpy_kj_per_kg)
+        if key not in resolved:
+            scale, _ = canonical_quantity(a)
+            check_activity(a)
+            resolved[key] = (scale, [record_factors(a, year, overrides, fuel_family, fs) for year in uniq_years])
+        to_canonical[p], by_year = resolved[key]
         new_renewable = info.carrier == "electricity" and info.renewable and info.new_since_base_year
         dual[p] = 0.0 if (info.use == "feedstock" or new_renewable) else 1.0
-        for year in uniq_years:
+        for year, rf in zip(uniq_years, by_year, strict=True):
             cols = years == year
-            rf = record_factors(a, year, overrides, fuel_family, fs)
             tce[p, cols] = rf.tce.value
             if rf.co2 is None:
                 continue
@@ -182,12 +186,10 @@ def rollup(
         np.array([p.rollover or 0.0 for p in points]),
         np.array([math.inf if p.max_rate is None else p.max_rate for p in points]),
     )
-    finite_ts = ts[np.isfinite(value)] if len(ts) else ts
-    if len(finite_ts) == 0:
+    lo_bucket, hi_bucket = kernels.bucket_range(ts, value, offsets, float(bucket_seconds))
+    if hi_bucket < lo_bucket:
         raise ValueError("no readings with a finite value")
-    lo_bucket = int(np.floor(finite_ts.min() / bucket_seconds))
-    hi_bucket = int(np.floor(finite_ts.max() / bucket_seconds))
-    pm = period_map(lo_bucket, hi_bucket, period, bucket_seconds, start, end)
+    pm = period_map(int(lo_bucket), int(hi_bucket), period, bucket_seconds, start, end)
     qty, cov, flags, with_reading = kernels.rollup_points(
         ts, value, offsets, wrap, rate, float(bucket_seconds), pm.origin, pm.index, len(pm.labels)
     )
