@@ -96,7 +96,7 @@ def batch_intervals(
     ``max_rate`` arrays use 0 / inf (or NaN) for "none".
     """
     point = np.asarray(point)
-    npts = int(point.max()) + 1 if len(point) else 0
+    npts = int(point.max()) + 1 if len(point) else 0  # rows for every index up to the largest
     ts, values, point, offsets = sort_readings(point, np.asarray(ts), np.asarray(values, dtype=np.float64), npts)
     wrap, rate = point_limits(npts, rollover, max_rate)
     p, bucket, qty, flags, cov, cnt = kernels.batch_intervals(ts, values, offsets, wrap, rate, float(bucket_seconds))
@@ -120,9 +120,9 @@ def sort_readings(
     """Readings ordered by point, time and value, and the per-point offsets."""
     if not (point.shape == ts.shape == values.shape) or point.ndim != 1:
         raise ValueError("point, ts and values must be one-dimensional arrays of the same length")
-    if len(point) and (point.min() < 0):
-        raise ValueError("point indices must be >= 0")
     if not kernels.is_sorted(point, ts, values):
         order = np.lexsort((values, ts, point))
         point, ts, values = point[order], ts[order], values[order]
-    return ts, values, point, kernels.point_offsets(point, npts)
+    if len(point) and (point[0] < 0 or point[-1] >= npts):
+        raise ValueError(f"point indices must be in [0, {npts})")
+    return ts, values, point, np.searchsorted(point, np.arange(npts + 1), side="left").astype(np.int64)

@@ -81,21 +81,29 @@ def bucket_range(ts, vals, offsets, bsec):
     return firsts.min(), lasts.max()
 
 
-@njit(cache=True)
-def _spread(t0, t1, d, flag, bsec, first, qty, cov, flg):
+@njit(cache=True, inline="always")
+def _spread(t0, b0, t1, b1, d, flag, bsec, first, qty, cov, flg):
+    """Add ``d`` over [t0, t1] (buckets b0 and b1 hold the ends) in proportion to time; ``cov`` in seconds."""
+    if b0 == b1 and t1 > t0:
+        # Most steps stay inside one bucket: d * ((t1 - t0) / (t1 - t0)) is exactly d.
+        k = b0 - first
+        qty[k] += d
+        cov[k] += t1 - t0
+        flg[k] |= flag
+        return
     if t1 <= t0:
-        k = _bucket_of(t0, bsec) - first
+        k = b0 - first
         qty[k] += d
         flg[k] |= flag
         return
     span = t1 - t0
-    b = _bucket_of(t0, bsec)
+    b = b0
     while b * bsec < t1:
         lo = max(t0, b * bsec)
         hi = min(t1, (b + 1) * bsec)
         k = b - first
         qty[k] += d * ((hi - lo) / span)
-        cov[k] += (hi - lo) / bsec
+        cov[k] += hi - lo
         flg[k] |= flag
         b += 1
 
@@ -105,49 +113,44 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
     """Apply the counter rules to readings [lo, hi) of one point, adding into bucket arrays.
 
     ``qty``, ``cov``, ``flg`` and ``cnt`` (finite readings per bucket) are indexed by bucket -
-    ``first`` and must cover the span of the finite readings (see :func:`point_span`). PARTIAL is
-    set by the caller.
+    ``first``, start at zero and must cover the span of the finite readings (see
+    :func:`point_span`). On return ``cov`` is the share of each bucket and PARTIAL is set.
     """
     i = _next_finite(vals, lo, hi)
-    if i >= hi:
-        return
-    base_t = np.float64(ts[i])
-    base_v = vals[i]
-    cnt[_bucket_of(base_t, bsec) - first] += 1
-    i = _next_finite(vals, i + 1, hi)
+    if i < hi:
+        base_t = np.float64(ts[i])
+        base_b = _bucket_of(base_t, bsec)
+        base_v = vals[i]
+        cnt[base_b - first] += 1
+        i = _next_finite(vals, i + 1, hi)
     while i < hi:
         t = np.float64(ts[i])
+        b = _bucket_of(t, bsec)
         v = vals[i]
-        cnt[_bucket_of(t, bsec) - first] += 1
+        cnt[b - first] += 1
         d = v - base_v
         dt = t - base_t
         j = _next_finite(vals, i + 1, hi)
         if d >= 0.0:
             if d > max_rate * max(dt, bsec):
-                flg[_bucket_of(t, bsec) - first] |= FLAG_SPIKE
+                flg[b - first] |= FLAG_SPIKE
                 if not (j < hi and vals[j] >= base_v and vals[j] < v):
-                    base_t = t  # the level persists: not counted, baseline moves
-                    base_v = v
+                    base_t, base_b, base_v = t, b, v  # the level persists: not counted, baseline moves
             else:
-                _spread(base_t, t, d, 0, bsec, first, qty, cov, flg)
-                base_t = t
-                base_v = v
+                _spread(base_t, base_b, t, b, d, 0, bsec, first, qty, cov, flg)
+                base_t, base_b, base_v = t, b, v
         elif j >= hi or vals[j] >= base_v or vals[j] < v:
-            flg[_bucket_of(t, bsec) - first] |= FLAG_BACKWARDS
+            flg[b - first] |= FLAG_BACKWARDS
         else:
             wrapped = v + rollover - base_v
             if rollover > 0.0 and 0.0 <= wrapped <= 0.5 * rollover and wrapped <= max_rate * max(dt, bsec):
-                _spread(base_t, t, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
+                _spread(base_t, base_b, t, b, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
             else:
-                flg[_bucket_of(t, bsec) - first] |= FLAG_RESET
-            base_t = t
-            base_v = v
+                flg[b - first] |= FLAG_RESET
+            base_t, base_b, base_v = t, b, v
         i = j
-
-
-@njit(cache=True)
-def _mark_partial(cov, flg):
     for k in range(cov.shape[0]):
+        cov[k] /= bsec
         if cov[k] < FULL_COVERAGE:
             flg[k] |= FLAG_PARTIAL
 
@@ -162,7 +165,6 @@ def series_intervals(ts, vals, rollover, max_rate, bsec):
     flg = np.zeros(nb, dtype=np.int32)
     cnt = np.zeros(nb, dtype=np.int32)
     point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg, cnt)
-    _mark_partial(cov, flg)
     bucket = (first + np.arange(nb)) * np.int64(bsec)
     return bucket, qty, flg, cov, cnt
 
@@ -190,7 +192,6 @@ def batch_intervals(ts, vals, offsets, rollover, max_rate, bsec):
         lo, hi = offsets[p], offsets[p + 1]
         wrap, rate, first = rollover[p], max_rate[p], firsts[p]
         point_buckets(ts, vals, lo, hi, wrap, rate, bsec, first, qty[a:b], cov[a:b], flg[a:b], cnt[a:b])
-        _mark_partial(cov[a:b], flg[a:b])
         for k in range(b - a):
             point[a + k] = p
             bucket[a + k] = (firsts[p] + k) * np.int64(bsec)
@@ -231,34 +232,31 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
                 continue
             q[p, per] += qty[k]
             c[p, per] += cov[k]
-            fl = flg[k]
-            if cov[k] < FULL_COVERAGE:
-                fl |= FLAG_PARTIAL
-            f[p, per] |= fl
+            f[p, per] |= flg[k]
             if cnt[k] > 0:
                 r[p, per] += 1
     return q, c, f, r
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _in_order(point, ts, vals, i):
+    if point[i] != point[i - 1]:
+        return point[i] > point[i - 1]
+    return ts[i] > ts[i - 1] or (ts[i] == ts[i - 1] and not vals[i] < vals[i - 1])
+
+
+@njit(cache=True, parallel=True)
 def is_sorted(point, ts, vals):
     """True when readings are ordered by point, time and (at equal times) value."""
-    for i in range(1, point.shape[0]):
-        if point[i] != point[i - 1]:
-            if point[i] < point[i - 1]:
-                return False
-        elif ts[i] < ts[i - 1] or (ts[i] == ts[i - 1] and vals[i] < vals[i - 1]):
-            return False
-    return True
-
-
-@njit(cache=True)
-def point_offsets(point, npts):
-    """offsets[p]:offsets[p+1] = readings of point p, for readings sorted by point."""
-    counts = np.zeros(npts + 1, dtype=np.int64)
-    for i in range(point.shape[0]):
-        counts[point[i] + 1] += 1
-    return np.cumsum(counts)
+    n = point.shape[0]
+    chunks = 64
+    ok = np.ones(chunks, dtype=np.bool_)
+    for c in prange(chunks):
+        for i in range(max(1, c * n // chunks), (c + 1) * n // chunks):
+            if not _in_order(point, ts, vals, i):
+                ok[c] = False
+                break
+    return ok.all()
 
 
 @njit(cache=True, parallel=True)

@@ -106,15 +106,14 @@ def point_factors(
     fs = factor_set or shipped()
     overrides = dict(overrides or {})
     npts, nper = len(points), len(years)
-    to_canonical = np.ones(npts)
-    tce = np.zeros((npts, nper))
-    co2 = np.zeros((npts, nper))
-    bio = np.zeros((npts, nper))
+    uniq_years = sorted({int(y) for y in years})
+    col_year = np.searchsorted(uniq_years, years)
     sign = np.zeros(npts)
     dual = np.zeros(npts)
+    key_of = np.full(npts, -1, dtype=np.int64)
+    keys: dict[tuple, int] = {}  # points sharing carrier, unit and place are resolved once
+    rows: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
     data_years: dict[int, int] = {}
-    uniq_years = sorted({int(y) for y in years})
-    resolved: dict[tuple, tuple] = {}  # many points share carrier, unit and place: resolve each once
     for p, info in enumerate(points):
         if info.direction not in _SIGN:
             raise AccountingError(f"direction must be one of {', '.join(_SIGN)}, got {info.direction!r}", info.id)
@@ -123,32 +122,43 @@ def point_factors(
         if info.carrier not in CARRIERS:
             raise AccountingError(f"unknown carrier {info.carrier!r}", f"point {info.id}")
         sign[p] = _SIGN[info.direction]
-        a = Activity(
-            carrier=info.carrier,
-            quantity=1.0,
-            unit=info.unit,
-            province=info.province,
-            use=info.use,
-            direction="export" if info.direction == "export" else "import",
-            enthalpy_kj_per_kg=info.enthalpy_kj_per_kg,
-            label=f"point {info.id}",
-        )
-        key = (a.carrier, a.unit, a.province, a.use, a.direction, a.enthalpy_kj_per_kg)
-        if key not in resolved:
-            scale, _ = canonical_quantity(a)
-            check_activity(a)
-            resolved[key] = (scale, [record_factors(a, year, overrides, fuel_family, fs) for year in uniq_years])
-        to_canonical[p], by_year = resolved[key]
         new_renewable = info.carrier == "electricity" and info.renewable and info.new_since_base_year
         dual[p] = 0.0 if (info.use == "feedstock" or new_renewable) else 1.0
-        for year, rf in zip(uniq_years, by_year, strict=True):
-            cols = years == year
-            tce[p, cols] = rf.tce.value
-            if rf.co2 is None:
-                continue
-            if rf.co2.data_year is not None:
-                data_years[year] = rf.co2.data_year
-            (bio if rf.biomass else co2)[p, cols] = rf.co2.value
+        key = (info.carrier, info.unit, info.province, info.use, info.direction == "export", info.enthalpy_kj_per_kg)
+        if key not in keys:
+            a = Activity(
+                carrier=info.carrier,
+                quantity=1.0,
+                unit=info.unit,
+                province=info.province,
+                use=info.use,
+                direction="export" if info.direction == "export" else "import",
+                enthalpy_kj_per_kg=info.enthalpy_kj_per_kg,
+                label=f"point {info.id}",
+            )
+            scale, _ = canonical_quantity(a)
+            check_activity(a)
+            by_year = [record_factors(a, year, overrides, fuel_family, fs) for year in uniq_years]
+            tce_y = np.array([rf.tce.value for rf in by_year])
+            co2_y = np.array([0.0 if rf.co2 is None or rf.biomass else rf.co2.value for rf in by_year])
+            bio_y = np.array([rf.co2.value if rf.co2 is not None and rf.biomass else 0.0 for rf in by_year])
+            for year, rf in zip(uniq_years, by_year, strict=True):
+                if rf.co2 is not None and rf.co2.data_year is not None:
+                    data_years[year] = rf.co2.data_year
+            keys[key] = len(rows)
+            rows.append((scale, tce_y[col_year], co2_y[col_year], bio_y[col_year]))
+        key_of[p] = keys[key]
+    to_canonical = np.ones(npts)
+    tce = np.zeros((npts, nper))
+    co2 = np.zeros((npts, nper))
+    bio = np.zeros((npts, nper))
+    has = key_of >= 0
+    if rows:
+        k = key_of[has]
+        to_canonical[has] = np.array([r[0] for r in rows])[k]
+        tce[has] = np.stack([r[1] for r in rows])[k]
+        co2[has] = np.stack([r[2] for r in rows])[k]
+        bio[has] = np.stack([r[3] for r in rows])[k]
     return PointFactors(to_canonical, tce, co2, bio, sign, dual, data_years)
 
 
@@ -178,8 +188,6 @@ def rollup(
             raise ValueError(f"unknown level {level!r} (use {', '.join(LEVELS)})")
     npts = len(points)
     point = np.asarray(point)
-    if len(point) and (point.min() < 0 or point.max() >= npts):
-        raise ValueError(f"point indices must be in [0, {npts})")
     ts, value, point, offsets = sort_readings(point, np.asarray(ts), np.asarray(value, dtype=np.float64), npts)
     wrap, rate = point_limits(
         npts,

@@ -53,7 +53,7 @@ def counter_buckets(
             lo, hi = max(t0, b * size), min(t1, (b + 1) * size)
             cell = out[b]
             cell[0] += d * ((hi - lo) / (t1 - t0))
-            cell[2] += (hi - lo) / size
+            cell[2] += hi - lo  # seconds covered; the share is taken at the end
             cell[1] |= flag
             b += 1
 
@@ -86,6 +86,7 @@ def counter_buckets(
             bucket(t)[1] |= FLAG_RESET
         base_t, base_v = t, v
     for cell in out.values():
+        cell[2] /= size
         if cell[2] < FULL_COVERAGE:
             cell[1] |= FLAG_PARTIAL
     return {b * int(size): cell for b, cell in out.items()}
