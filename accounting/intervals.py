@@ -120,9 +120,13 @@ def sort_readings(
     """Readings ordered by point, time and value, and the per-point offsets."""
     if not (point.shape == ts.shape == values.shape) or point.ndim != 1:
         raise ValueError("point, ts and values must be one-dimensional arrays of the same length")
+    if point.dtype not in (np.int32, np.int64):
+        point = point.astype(np.int64)
     if not kernels.is_sorted(point, ts, values):
         order = np.lexsort((values, ts, point))
         point, ts, values = point[order], ts[order], values[order]
     if len(point) and (point[0] < 0 or point[-1] >= npts):
         raise ValueError(f"point indices must be in [0, {npts})")
-    return ts, values, point, np.searchsorted(point, np.arange(npts + 1), side="left").astype(np.int64)
+    # query in the array's own dtype: a mismatch makes numpy cast (copy) the whole array
+    offsets = np.searchsorted(point, np.arange(npts + 1, dtype=point.dtype)).astype(np.int64)
+    return ts, values, point, offsets

@@ -82,15 +82,8 @@ def bucket_range(ts, vals, offsets, bsec):
 
 
 @njit(cache=True, inline="always")
-def _spread(t0, b0, t1, b1, d, flag, bsec, first, qty, cov, flg):
-    """Add ``d`` over [t0, t1] (buckets b0 and b1 hold the ends) in proportion to time; ``cov`` in seconds."""
-    if b0 == b1 and t1 > t0:
-        # Most steps stay inside one bucket: d * ((t1 - t0) / (t1 - t0)) is exactly d.
-        k = b0 - first
-        qty[k] += d
-        cov[k] += t1 - t0
-        flg[k] |= flag
-        return
+def _spread(t0, b0, t1, d, flag, bsec, first, qty, cov, flg):
+    """Add ``d`` over [t0, t1] in proportion to time (``cov`` in seconds); b0 is the bucket of t0."""
     if t1 <= t0:
         k = b0 - first
         qty[k] += d
@@ -115,7 +108,13 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
     ``qty``, ``cov``, ``flg`` and ``cnt`` (finite readings per bucket) are indexed by bucket -
     ``first``, start at zero and must cover the span of the finite readings (see
     :func:`point_span`). On return ``cov`` is the share of each bucket and PARTIAL is set.
+
+    Most counted steps stay inside one bucket; their sums are kept in registers (``acc_*``) and
+    stored when the bucket changes or another write needs the arrays. The additions happen in the
+    same order as in the reference, so the results are bitwise the same.
     """
+    acc_k = -1  # bucket index held in registers, -1 when none
+    acc_q = acc_c = 0.0
     i = _next_finite(vals, lo, hi)
     if i < hi:
         base_t = np.float64(ts[i])
@@ -131,24 +130,44 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
         d = v - base_v
         dt = t - base_t
         j = _next_finite(vals, i + 1, hi)
+        if d >= 0.0 and b == base_b and dt > 0.0 and not d > max_rate * bsec:
+            # common case: a plausible step inside one bucket; d * ((t - base_t) / dt) is exactly d
+            k = b - first
+            if k != acc_k:
+                if acc_k >= 0:
+                    qty[acc_k] = acc_q
+                    cov[acc_k] = acc_c
+                acc_k, acc_q, acc_c = k, qty[k], cov[k]
+            acc_q += d
+            acc_c += dt
+            base_t, base_v = t, v
+            i = j
+            continue
+        if acc_k >= 0:  # store before the arrays are written another way
+            qty[acc_k] = acc_q
+            cov[acc_k] = acc_c
+            acc_k = -1
         if d >= 0.0:
             if d > max_rate * max(dt, bsec):
                 flg[b - first] |= FLAG_SPIKE
                 if not (j < hi and vals[j] >= base_v and vals[j] < v):
                     base_t, base_b, base_v = t, b, v  # the level persists: not counted, baseline moves
             else:
-                _spread(base_t, base_b, t, b, d, 0, bsec, first, qty, cov, flg)
+                _spread(base_t, base_b, t, d, 0, bsec, first, qty, cov, flg)
                 base_t, base_b, base_v = t, b, v
         elif j >= hi or vals[j] >= base_v or vals[j] < v:
             flg[b - first] |= FLAG_BACKWARDS
         else:
             wrapped = v + rollover - base_v
             if rollover > 0.0 and 0.0 <= wrapped <= 0.5 * rollover and wrapped <= max_rate * max(dt, bsec):
-                _spread(base_t, base_b, t, b, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
+                _spread(base_t, base_b, t, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
             else:
                 flg[b - first] |= FLAG_RESET
             base_t, base_b, base_v = t, b, v
         i = j
+    if acc_k >= 0:
+        qty[acc_k] = acc_q
+        cov[acc_k] = acc_c
     for k in range(cov.shape[0]):
         cov[k] /= bsec
         if cov[k] < FULL_COVERAGE:
