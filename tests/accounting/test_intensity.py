@@ -58,5 +58,5 @@ def test_provincial_targets_use_their_comparator_and_region():
 def test_every_level_names_its_source():
     for lv in levels_for("methanol", "bituminous_coal_route"):
         assert lv.document.startswith("GB 29436") and lv.trust == "R1" and lv.source
-    with pytest.raises(IntensityError, match="no levels for copper.smelting"):
+    with pytest.raises(IntensityError, match=r"no levels for copper\.smelting"):
         compare("copper", "smelting", 300)

@@ -18,22 +18,19 @@ from carbonwatch.accounting.rules import AccountingError, Activity, account
 NEW_YEAR_2025 = int(datetime(2024, 12, 31, 16, tzinfo=UTC).timestamp())
 
 ENT = {"meter": "m-incomer", "enterprise": "91140105MA0K7Q2B30", "industry": "2614", "city": "140100"}
+SX = {**ENT, "province": "140000"}
+QH = {"meter": "m-qh", "enterprise": "91630000MA0000000X", "industry": "3216", "city": "630100", "province": "630000"}
 POINTS = [
-    PointInfo("incomer.import_kwh", "kWh", "electricity", province="140000", keys={**ENT, "province": "140000"}),
-    PointInfo("incomer.export_kwh", "kWh", "electricity", "export", province="140000", keys={**ENT, "province": "140000"}),
-    PointInfo("boiler.gas_nm3", "Nm3", "natural_gas", keys={**ENT, "meter": "m-gas", "province": "140000"}),
-    PointInfo("steam.in_t", "t", "steam", enthalpy_kj_per_kg=2777, keys={**ENT, "meter": "m-steam", "province": "140000"}),
-    PointInfo("gasifier.coal_t", "t", "bituminous_coal", use="feedstock", keys={**ENT, "meter": "m-coal", "province": "140000"}),
-    PointInfo("line2.sub_kwh", "kWh", "electricity", "consumption", province="140000", keys={**ENT, "meter": "m-line2"}),
-    PointInfo("methanol.output_t", "t", None, keys={**ENT, "meter": "m-output"}),
+    PointInfo("incomer.import_kwh", "kWh", "electricity", province="140000", keys=SX),
+    PointInfo("incomer.export_kwh", "kWh", "electricity", "export", province="140000", keys=SX),
+    PointInfo("boiler.gas_nm3", "Nm3", "natural_gas", keys={**SX, "meter": "m-gas"}),
+    PointInfo("steam.in_t", "t", "steam", enthalpy_kj_per_kg=2777, keys={**SX, "meter": "m-steam"}),
+    PointInfo("gasifier.coal_t", "t", "bituminous_coal", use="feedstock", keys={**SX, "meter": "m-coal"}),
     PointInfo(
-        "qh.import_kwh",
-        "MWh",
-        "electricity",
-        province="qinghai",
-        rollover=1000.0,
-        keys={"meter": "m-qh", "enterprise": "91630000MA0000000X", "industry": "3216", "city": "630100", "province": "630000"},
+        "line2.sub_kwh", "kWh", "electricity", "consumption", province="140000", keys={**ENT, "meter": "m-line2"}
     ),
+    PointInfo("methanol.output_t", "t", None, keys={**ENT, "meter": "m-output"}),
+    PointInfo("qh.import_kwh", "MWh", "electricity", province="qinghai", rollover=1000.0, keys=QH),
 ]
 RATES = [120.0, 10.0, 30.0, 0.5, 0.2, 40.0, 0.3, 0.4]  # units per reading step
 
