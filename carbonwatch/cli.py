@@ -138,6 +138,14 @@ def cmd_db_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_acl(args: argparse.Namespace) -> int:
+    from carbonwatch.collector.acl import mosquitto_acl
+    from carbonwatch.contracts.site import load_site
+
+    print(mosquitto_acl([load_site(p) for p in args.sites], args.collector_user or ["collector"]), end="")
+    return 0
+
+
 def cmd_account(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -276,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     _db_url_option(q)
     q.add_argument("sites", nargs="+", help="site YAML files")
     q.set_defaults(func=cmd_db_register)
+    q = dbsub.add_parser("acl", help="print the broker ACL (Mosquitto acl_file) for site files")
+    q.add_argument("sites", nargs="+", help="site YAML files")
+    q.add_argument("--collector-user", action="append", default=None, help="broker user of a collector (repeatable)")
+    q.set_defaults(func=cmd_db_acl)
 
     p = sub.add_parser(
         "account",
