@@ -10,17 +10,5 @@ FLAG_RESET = 4  # the counter dropped and kept counting from the lower value (me
 FLAG_SPIKE = 8  # a step above the point's plausible maximum rate: skipped or not counted
 FLAG_PARTIAL = 16  # readings back less than the whole bucket (gap, start, end, or an uncounted step)
 
-FLAG_NAMES = {
-    FLAG_ROLLOVER: "rollover",
-    FLAG_BACKWARDS: "backwards",
-    FLAG_RESET: "reset",
-    FLAG_SPIKE: "spike",
-    FLAG_PARTIAL: "partial",
-}
-
 # Coverage below this marks a bucket partial (float sums of shares land a hair under 1).
 FULL_COVERAGE = 0.999
-
-
-def flag_names(flags: int) -> list[str]:
-    return [name for bit, name in FLAG_NAMES.items() if flags & bit]

@@ -27,8 +27,8 @@ from carbonwatch.contracts.carriers import CARRIERS
 
 from . import METHOD_VERSION, kernels
 from .factors import DEFAULT_FUEL_FAMILY
-from .intervals import BUCKET_SECONDS, point_limits, sort_readings
-from .periods import period_map
+from .intervals import BUCKET_SECONDS, BatchIntervals, point_limits, sort_readings
+from .periods import bucket_years, period_map
 from .rules import AccountingError, Activity, canonical_quantity, check_activity, record_factors
 from .tables import FactorSet, shipped
 
@@ -115,12 +115,13 @@ def point_factors(
     rows: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
     data_years: dict[int, int] = {}
     for p, info in enumerate(points):
+        label = f"point {info.id}"
         if info.direction not in _SIGN:
-            raise AccountingError(f"direction must be one of {', '.join(_SIGN)}, got {info.direction!r}", info.id)
+            raise AccountingError(f"direction must be one of {', '.join(_SIGN)}, got {info.direction!r}", label)
         if info.carrier is None:
             continue
         if info.carrier not in CARRIERS:
-            raise AccountingError(f"unknown carrier {info.carrier!r}", f"point {info.id}")
+            raise AccountingError(f"unknown carrier {info.carrier!r}", label)
         sign[p] = _SIGN[info.direction]
         new_renewable = info.carrier == "electricity" and info.renewable and info.new_since_base_year
         dual[p] = 0.0 if (info.use == "feedstock" or new_renewable) else 1.0
@@ -134,7 +135,7 @@ def point_factors(
                 use=info.use,
                 direction="export" if info.direction == "export" else "import",
                 enthalpy_kj_per_kg=info.enthalpy_kj_per_kg,
-                label=f"point {info.id}",
+                label=label,
             )
             scale, _ = canonical_quantity(a)
             check_activity(a)
@@ -239,3 +240,34 @@ def rollup(
         factor_set=fs.id,
         fuel_family=fuel_family,
     )
+
+
+@dataclass(frozen=True)
+class IntervalEmissions:
+    canonical: np.ndarray  # quantity per bucket in the carrier's canonical unit
+    tce: np.ndarray  # the point's own tce per bucket (unsigned)
+    co2_t: np.ndarray  # the point's own CO2 per bucket (location-based; 0 for biomass and feedstock)
+    method_version: str = METHOD_VERSION
+    factor_set: str = ""
+
+
+def interval_emissions(
+    iv: BatchIntervals,
+    points: Sequence[PointInfo],
+    overrides: Mapping[str, float] | None = None,
+    fuel_family: str = DEFAULT_FUEL_FAMILY,
+    factor_set: FactorSet | None = None,
+) -> IntervalEmissions:
+    """Unit conversion, tce and CO2 of each 15-minute bucket (e.g. for a live dashboard).
+
+    The factors follow the Beijing calendar year of each bucket, as in :func:`rollup`.
+    """
+    fs = factor_set or shipped()
+    years = bucket_years(iv.bucket)
+    uniq = np.unique(years)
+    pf = point_factors(points, uniq, overrides, fuel_family, fs)
+    year_index = np.searchsorted(uniq, years).astype(np.int64)
+    canonical, tce, co2 = kernels.apply_factors(
+        iv.point.astype(np.int64), year_index, iv.quantity, pf.to_canonical, pf.tce, pf.co2
+    )
+    return IntervalEmissions(canonical, tce, co2, factor_set=fs.id)

@@ -89,7 +89,7 @@ class CarrierLine:
     direction: str
     use: str
     unit: str  # canonical unit of quantity
-    factor: FactorUsed | None  # CO2 factor of the chosen method (None: no CO2, e.g. feedstock)
+    factor: FactorUsed | None  # CO2 factor, location-based for electricity (None: no CO2, e.g. feedstock)
     tce_factor: FactorUsed
     market_factor: FactorUsed | None = None  # electricity only
     quantity: float = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from importlib import resources
@@ -231,7 +231,6 @@ class FactorSet:
     heat: HeatFactor
     levels: tuple[Level, ...]
     levels_version: str
-    files: dict[str, str] = field(default_factory=dict)  # role -> file name
 
     def fuels(self, family: str) -> FuelFamily:
         try:
@@ -491,7 +490,6 @@ def load_factor_set(directory: str | Path | None = None) -> FactorSet:
         heat=parse_heat(parsed["heat"]),
         levels=levels,
         levels_version=levels_version,
-        files=dict(_FILES),
     )
 
 

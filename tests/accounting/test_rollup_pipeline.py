@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbonwatch.accounting import reference
+from carbonwatch.accounting.intervals import batch_intervals
 from carbonwatch.accounting.periods import bucket_years, period_map
-from carbonwatch.accounting.pipeline import PointInfo, rollup
+from carbonwatch.accounting.pipeline import PointInfo, interval_emissions, rollup
 from carbonwatch.accounting.rules import AccountingError, Activity, account
 
 # 2025-01-01 00:00 in Beijing is 2024-12-31 16:00 UTC
@@ -96,6 +97,20 @@ def test_rollup_matches_reference_and_rules_across_a_year_boundary():
             assert g.co2_t[k, cols].sum() == pytest.approx(ref.co2_location_t, rel=1e-9)
             assert g.tce[k, cols].sum() == pytest.approx(ref.tce, rel=1e-9)
             assert g.tce_dual_control[k, cols].sum() == pytest.approx(ref.tce_dual_control, rel=1e-9)
+
+
+def test_per_interval_emissions_add_up_to_the_rollup():
+    point, ts, value = readings(NEW_YEAR_2025 - 86400, 2 * 288 + 30, seed=5)
+    iv = batch_intervals(point, ts, value, np.array([p.rollover or 0.0 for p in POINTS]))
+    em = interval_emissions(iv, POINTS)
+    r = rollup(point, ts, value, POINTS, period="year")
+    assert r.labels == ["2024", "2025"]
+    for p in range(len(POINTS)):
+        for j, year in enumerate((2024, 2025)):
+            mine = (iv.point == p) & (bucket_years(iv.bucket) == year)
+            assert em.co2_t[mine].sum() == pytest.approx(r.co2_t[p, j], rel=1e-9, abs=1e-12)
+            assert em.tce[mine].sum() == pytest.approx(r.tce[p, j], rel=1e-9, abs=1e-12)
+    assert em.factor_set == r.factor_set
 
 
 def test_levels_sum_consistently():
