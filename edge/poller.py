@@ -34,7 +34,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from carbonwatch.contracts.payload import Quality, utc_iso
+from carbonwatch.contracts.payload import utc_iso
 from carbonwatch.contracts.site import Area, Meter, SerialConnection, TcpConnection
 
 from .counters import CounterGuard
@@ -162,11 +162,12 @@ class BusPoller:
                 if self.sink.paused():
                     self.metrics.polls_skipped_full.inc()
                     device.next_due = next_aligned(self.clock(), device.interval)
+                    device.probe_at = max(device.probe_at, device.next_due)
                     continue
                 try:
                     await self.poll(device)
                 except BusDown as exc:
-                    await self._bus_failed(str(exc))
+                    await self._bus_failed(str(exc), already=device)
         finally:
             self.close()
 
@@ -217,12 +218,13 @@ class BusPoller:
         await wait_or_stop(stop, delay)
         return False
 
-    async def _bus_failed(self, error: str) -> None:
-        """The bus is gone: every device on it failed this round."""
+    async def _bus_failed(self, error: str, already: Device | None = None) -> None:
+        """The bus is gone: every device on it (but ``already``, counted by its poll) failed this round."""
         self.close()
         now = self.clock()
         for d in self.devices.values():
-            await self._failed(d, error, now)
+            if d is not already:
+                await self._failed(d, error, now)
 
     # --- one poll -----------------------------------------------------------------------------
 
@@ -331,7 +333,6 @@ class BusPoller:
 
     def _decode(self, device: Device, read: Read, values: list, stamp: float, readings: list, events: list) -> None:
         t = utc_iso(datetime.fromtimestamp(stamp, UTC))
-        good = 0
         for point, offset in read.points:
             if read.area.is_bit:
                 value = 1.0 if values[offset] else 0.0
@@ -343,7 +344,6 @@ class BusPoller:
                 continue
             judgement = self.guard.judge(point, value)
             readings.append({"p": point.id, "t": t, "v": value, "q": judgement.quality.value})
-            good += judgement.quality is Quality.GOOD
             if judgement.event is not None:
                 events.append(
                     {

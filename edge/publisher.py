@@ -275,6 +275,7 @@ class Publisher:
                     self.gateway.publish.max_inflight,
                     self.wakeup.set,
                 )
+                delay = None
                 try:
                     await conn.open(timeout=max(10.0, self.gateway.mqtt.keepalive))
                     self.metrics.mqtt_connects.labels("ok").inc()
@@ -286,20 +287,16 @@ class Publisher:
                     if not self.connected:
                         self.metrics.mqtt_connects.labels("failed").inc()
                     self.last_error = str(exc)
-                    if stop.is_set():
-                        break
-                    delay = backoff.next_delay()
-                    level = (
-                        logging.ERROR if isinstance(exc, PublishRejected | ConnectionRefusedError) else logging.WARNING
-                    )
-                    log.log(level, "%s; retrying in %.1fs, %d messages waiting", exc, delay, self.outbox.depth)
-                    self._set_connected(False)
-                    await conn.close()
-                    await wait_or_stop(stop, delay)
-                    continue
+                    if not stop.is_set():
+                        delay = backoff.next_delay()
+                        refused = isinstance(exc, PublishRejected | ConnectionRefusedError)
+                        level = logging.ERROR if refused else logging.WARNING
+                        log.log(level, "%s; retrying in %.1fs, %d messages waiting", exc, delay, self.outbox.depth)
                 finally:
                     self._set_connected(False)
-                await conn.close()
+                    await conn.close()
+                if delay is not None:
+                    await wait_or_stop(stop, delay)
         finally:
             stopper.cancel()
 
