@@ -44,6 +44,7 @@ TELEMETRY = "telemetry"
 EVENTS = "events"
 STREAMS = (TELEMETRY, EVENTS)
 SCHEMA_VERSION = 2
+RESUME_AT = 0.9  # stop_polling: polling resumes once the outbox is back under 90% of its bound
 
 
 class BufferFull(RuntimeError):
@@ -93,6 +94,7 @@ class Outbox:
         self.batch_max_items = batch_max_items
         self.batch_max_age = batch_max_age
         self._lock = threading.RLock()
+        self._refusing = False  # stop_polling refused a chunk: full until the backlog drains
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +200,7 @@ class Outbox:
         created = time.time() if created is None else created
         with self._lock:
             if self.when_full == "stop_polling" and self.bytes + len(items) > self.max_bytes:
+                self._refusing = True
                 raise BufferFull(f"outbox holds {self.bytes} bytes, limit {self.max_bytes}")
             self._transaction(self._add, stream, items, count, created)
 
@@ -328,6 +331,8 @@ class Outbox:
             self._depth -= n
             self._message_bytes -= size
             self._oldest = self._query_oldest()
+            if self.bytes <= RESUME_AT * self.max_bytes:
+                self._refusing = False
             return n
 
     # --- state ------------------------------------------------------------------------------
@@ -348,7 +353,8 @@ class Outbox:
 
     @property
     def full(self) -> bool:
-        return self.bytes >= self.max_bytes
+        """At the bound; under ``stop_polling`` it stays full until acks free a tenth of it."""
+        return self._refusing or self.bytes >= self.max_bytes
 
     def oldest_created(self) -> float | None:
         """When the oldest stored item (sealed or not) was written, epoch seconds."""

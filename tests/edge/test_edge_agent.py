@@ -313,3 +313,51 @@ def test_the_gateway_install_stays_light():
     assert {"pymodbus", "paho", "sqlite3"} <= loaded
     heavy = loaded & {"numpy", "numba", "psycopg", "fastapi", "uvicorn", "pandas", "aiomqtt"}
     assert not heavy, f"the edge agent imports {heavy}"
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "stop_polling"])
+def test_a_full_buffer_follows_its_policy_and_says_so(tmp_path, policy):
+    # No broker at all: everything stays in the outbox, which is bounded at 24 kB.
+    raw = sample_raw()
+    site = localise_sample(raw, tmp_path, meters={"incomer", "pv"}, poll_interval=0.2)
+    gateway = site.gateways[0].model_copy(
+        update={"buffer": site.gateways[0].buffer.model_copy(update={"max_bytes": 24_000, "when_full": policy})}
+    )
+    site = site.model_copy(update={"gateways": [gateway]})
+
+    async def main():
+        sims = SiteSimulator(site)
+        await sims.start()
+        agent = Agent(site)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            if policy == "drop_oldest":
+                await until(lambda: agent.outbox.dropped_items_total > 200, 60, "drops at the bound")
+            else:
+                await until(lambda: agent.metrics.polls_skipped_full._value.get() > 5, 60, "polling to pause")
+                paused_at = agent.readings_total
+                await asyncio.sleep(1.0)
+                assert agent.readings_total == paused_at, "no reading is taken while the buffer is full"
+            assert agent.outbox.bytes <= 24_000 + 4_000  # the bound, give or take the chunk that crossed it
+        finally:
+            stop.set()
+            await task
+            await sims.stop()
+        return agent
+
+    agent = asyncio.run(main())
+    box = Outbox(site.gateways[0].buffer.path, 10**9)
+    try:
+        box.seal(force=True)
+        kinds = [e["kind"] for m in box.peek(0, 10**6) if m.stream == "events" for e in json.loads(m.payload)]
+        seqs = [m.seq for m in box.peek(0, 10**6) if m.stream == TELEMETRY]
+    finally:
+        box.close()
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    if policy == "drop_oldest":
+        assert agent.metrics.buffer_dropped._value.get() == agent.outbox.dropped_items_total > 200
+        assert "buffer_dropped" in kinds
+        assert seqs[0] > 1, "the oldest messages went, the newest stayed"
+    else:
+        assert agent.outbox.dropped_items_total == 0 and seqs[0] == 1, "nothing stored was dropped"
