@@ -120,7 +120,7 @@ class Outbox:
             db.execute(f"PRAGMA synchronous={synchronous}")
             db.executescript(_SCHEMA)
             self._migrate(db)
-            self._db = db
+            self._db = db  # _refresh reads through it
             self._refresh()
         except BaseException:
             db.close()
@@ -149,6 +149,7 @@ class Outbox:
             )
             db.execute("DROP TABLE outbox")
             db.execute("UPDATE meta SET key = 'last_seq:telemetry' WHERE key = 'last_seq'")
+            db.execute("UPDATE meta SET key = 'dropped_messages' WHERE key = 'dropped_total'")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
 

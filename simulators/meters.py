@@ -24,8 +24,18 @@ from datetime import UTC, datetime
 
 from carbonwatch.contracts.site import Area, DataType, Meter, Order, SimulationSpec
 
-from .models import BEIJING, Channel, Counter, Gauge, MeterModel, Mirror, auto_model, model_named, noise_source
-from .models import profile_factor as profile_factor
+from .models import (
+    BEIJING,
+    Channel,
+    Counter,
+    Gauge,
+    MeterModel,
+    Mirror,
+    auto_model,
+    model_named,
+    noise_source,
+    profile_factor,
+)
 
 _STRUCT = {
     DataType.INT16: "h",

@@ -19,6 +19,7 @@ from pathlib import Path
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType as SimType
@@ -52,8 +53,6 @@ class _RequestHandler(ServerRequestHandler):
             return  # no answer: the client times out, as with a dead unit on a real bus
         except Exception:  # the stock handler answers "device failure" too
             log.exception("simulated device %s failed a request", pdu.dev_id)
-            from pymodbus.pdu import ExceptionResponse
-
             response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
         response.transaction_id = pdu.transaction_id
         response.dev_id = pdu.dev_id
