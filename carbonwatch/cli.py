@@ -70,7 +70,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         try:
             await sim.start()
         except (OSError, RuntimeError) as exc:
-            raise CommandError(f"cannot serve the meters: {exc}") from None
+            raise CommandError(str(exc)) from None
         buses = ", ".join(f"{m.meter.id} ({m.model.name}) unit {m.meter.unit_id}" for m in sim.meters.values())
         print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}: {buses}; Ctrl-C to stop", flush=True)
         await stop.wait()

@@ -179,7 +179,11 @@ class SiteSimulator:
                 bytesize=conn.bytesize,
                 ignore_missing_devices=True,
             )
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            hint = " (no such serial device? --pty makes a pseudo-terminal pair)" if not self.pty else ""
+            raise RuntimeError(f"cannot serve {conn.bus_key}: {exc}{hint}") from None
         self.servers.append(server)
         log.info("serving %d simulated meters on %s", len(meters), conn.bus_key)
 
