@@ -54,14 +54,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from carbonwatch.contracts.site import load_site
+    from carbonwatch.simulators.meters import apply_fault
     from carbonwatch.simulators.server import SiteSimulator
 
     site = load_site(args.site)
+    try:
+        ports = dict(_pair(m, "--serial-port") for m in args.serial_port)
+        sim = SiteSimulator(site, pty=args.pty, serial_ports=ports)
+        for spec in args.fault:
+            apply_fault(sim.meters, spec)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
     async def main(stop: asyncio.Event) -> None:
-        sim = SiteSimulator(site)
-        await sim.start()
-        print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}; Ctrl-C to stop", flush=True)
+        try:
+            await sim.start()
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from None
+        buses = ", ".join(f"{m.meter.id} ({m.model.name}) unit {m.meter.unit_id}" for m in sim.meters.values())
+        print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}: {buses}; Ctrl-C to stop", flush=True)
         await stop.wait()
         await sim.stop()
 
@@ -69,13 +80,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"{option} {text!r}: write KEY=VALUE")
+    return key, value
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     from carbonwatch.contracts.site import load_site
-    from carbonwatch.edge.agent import Agent
+    from carbonwatch.edge.agent import Agent, StartupError
 
     site = load_site(args.site)
-    agent = Agent(site, args.gateway)
-    run_until_signalled(agent.run)
+    try:
+        agent = Agent(site, args.gateway)
+        run_until_signalled(agent.run)
+    except StartupError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -239,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve the meters of a site file over Modbus")
     p.add_argument("--site", required=True, help="site YAML file")
+    p.add_argument(
+        "--pty", action="store_true", help="serve serial buses on socat pty pairs linked at the site file's ports"
+    )
+    p.add_argument(
+        "--serial-port",
+        action="append",
+        default=[],
+        metavar="SITE_PORT=DEVICE",
+        help="serve the bus the site file puts on SITE_PORT on DEVICE instead (e.g. the other end of a null modem)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="METER:KIND[=VALUE]",
+        help="switch on a fault: dead, drop=0.2, exception=4, delay=0.5, zero-once=CHANNEL, rollover=CHANNEL, "
+        "replace=CHANNEL (repeatable)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("edge", help="run the gateway agent for a site file")
@@ -253,10 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baudrate", type=int, default=9600)
     p.add_argument("--parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    p.add_argument("--framer", choices=["socket", "rtu", "ascii"], help="default: socket on TCP, rtu on serial")
     p.add_argument("--unit", type=int, default=1, help="unit (slave) id")
     p.add_argument("--address", type=int, required=True, help="first register, protocol (0-based) address")
-    p.add_argument("--count", type=int, default=4, help="registers to read (default 4)")
-    p.add_argument("--area", choices=["holding", "input"], default="holding")
+    p.add_argument("--count", type=int, default=4, help="registers (or bits) to read (default 4)")
+    p.add_argument("--area", choices=["holding", "input", "coil", "discrete"], default="holding")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=cmd_probe)
 
