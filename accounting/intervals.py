@@ -1,24 +1,36 @@
-"""Counter readings to consumption per 15-minute bucket.
+"""Counter readings to consumption per 15-minute bucket (the collector's entry point).
 
 The consumption between two consecutive good readings of a cumulative register is their
-difference; it is spread over the buckets the pair spans in proportion to time. A counter
-that wraps at its register width is unwrapped; a backwards step is flagged and skipped
-without moving the baseline, so a transient zero never becomes a huge spike.
+difference, spread over the buckets the pair spans in proportion to time. Rollover at the
+register width is unwrapped; a backwards step, a reset and an implausible spike are flagged and
+never silently rebased, so a transient zero never becomes a register-sized spike. The rules are
+in :mod:`.kernels`; :mod:`.reference` is their plain-Python twin.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+from .flags import FLAG_BACKWARDS, FLAG_PARTIAL, FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
+
 BUCKET_SECONDS = 900
 
-FLAG_ROLLOVER = 1
-FLAG_BACKWARDS = 2
-FLAG_RESET = 4
-FLAG_SPIKE = 8
-FLAG_PARTIAL = 16
+__all__ = [
+    "BUCKET_SECONDS",
+    "FLAG_BACKWARDS",
+    "FLAG_PARTIAL",
+    "FLAG_RESET",
+    "FLAG_ROLLOVER",
+    "FLAG_SPIKE",
+    "BatchIntervals",
+    "Intervals",
+    "batch_intervals",
+    "counter_intervals",
+]
 
 
 @dataclass(frozen=True)
@@ -26,52 +38,95 @@ class Intervals:
     bucket: np.ndarray  # int64 epoch seconds of each bucket start
     quantity: np.ndarray  # float64, in the counter's unit
     flags: np.ndarray  # int32 bit set of FLAG_*
-    coverage: np.ndarray  # float64 share of the bucket spanned by reading pairs
+    coverage: np.ndarray  # float64 share of the bucket spanned by counted reading pairs
+    readings: np.ndarray | None = None  # int32 finite readings whose time falls in the bucket
+
+
+@dataclass(frozen=True)
+class BatchIntervals(Intervals):
+    point: np.ndarray = None  # int32 point index of each bucket row
+
+
+def _limits(rollover: float | None, max_rate: float | None) -> tuple[float, float]:
+    wrap = float(rollover) if rollover and math.isfinite(rollover) and rollover > 0 else 0.0
+    rate = float(max_rate) if max_rate is not None and math.isfinite(max_rate) and max_rate >= 0 else math.inf
+    return wrap, rate
 
 
 def counter_intervals(
-    ts: np.ndarray, values: np.ndarray, rollover: float | None = None, bucket_seconds: int = BUCKET_SECONDS
+    ts: np.ndarray,
+    values: np.ndarray,
+    rollover: float | None = None,
+    bucket_seconds: int = BUCKET_SECONDS,
+    *,
+    max_rate: float | None = None,
 ) -> Intervals:
-    """Consumption per bucket from readings sorted by time (ts in epoch seconds)."""
+    """Consumption per bucket from one counter's readings (ts in epoch seconds, any order).
+
+    ``rollover``: the value at which the register wraps to zero (the site config's
+    ``Point.rollover``), None if it cannot. ``max_rate``: the most the counter can plausibly
+    advance per second (e.g. rated power in kWh/s with a margin); a step above
+    ``max_rate * max(dt, bucket_seconds)`` is flagged FLAG_SPIKE and not counted. None: no limit.
+    """
     ts = np.asarray(ts, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
-    if len(ts) < 2:
+    if ts.shape != values.shape or ts.ndim != 1:
+        raise ValueError("ts and values must be one-dimensional arrays of the same length")
+    if not kernels.is_sorted(np.zeros(len(ts), dtype=np.int8), ts, values):
+        order = np.lexsort((values, ts))
+        ts, values = ts[order], values[order]
+    if np.isfinite(values).sum() < 2:
         empty = np.empty(0)
-        return Intervals(empty.astype(np.int64), empty, empty.astype(np.int32), empty)
-    first = int(np.floor(ts[0] / bucket_seconds))
-    last = int(np.floor(ts[-1] / bucket_seconds))
-    n = last - first + 1
-    qty = np.zeros(n)
-    cov = np.zeros(n)
-    flags = np.zeros(n, dtype=np.int32)
-    base_t, base_v = ts[0], values[0]
-    for i in range(1, len(ts)):
-        t, v = ts[i], values[i]
-        delta = v - base_v
-        flag = 0
-        if delta < 0:
-            if rollover and base_v > rollover / 2 and v < rollover / 2:
-                delta += rollover
-                flag = FLAG_ROLLOVER
-            else:
-                # Skip the reading, keep the baseline: the next good reading counts from it.
-                flags[int(np.floor(t / bucket_seconds)) - first] |= FLAG_BACKWARDS
-                continue
-        _spread(qty, cov, flags, first, bucket_seconds, base_t, t, delta, flag)
-        base_t, base_v = t, v
-    flags[cov < 0.999] |= FLAG_PARTIAL
-    buckets = (np.arange(first, last + 1, dtype=np.int64)) * bucket_seconds
-    return Intervals(buckets, qty, flags, cov)
+        return Intervals(empty.astype(np.int64), empty, empty.astype(np.int32), empty, empty.astype(np.int32))
+    wrap, rate = _limits(rollover, max_rate)
+    return Intervals(*kernels.series_intervals(ts, values, wrap, rate, float(bucket_seconds)))
 
 
-def _spread(qty, cov, flags, first, size, t0, t1, delta, flag) -> None:
-    if t1 <= t0:
-        return
-    b = int(np.floor(t0 / size))
-    while b * size < t1:
-        lo, hi = max(t0, b * size), min(t1, (b + 1) * size)
-        share = (hi - lo) / (t1 - t0)
-        qty[b - first] += delta * share
-        cov[b - first] += (hi - lo) / size
-        flags[b - first] |= flag
-        b += 1
+def batch_intervals(
+    point: np.ndarray,
+    ts: np.ndarray,
+    values: np.ndarray,
+    rollover: np.ndarray | None = None,
+    max_rate: np.ndarray | None = None,
+    bucket_seconds: int = BUCKET_SECONDS,
+) -> BatchIntervals:
+    """Buckets of many counters at once; ``point`` holds indices 0..P-1, per-point limits by index.
+
+    Readings may come in any order (they are sorted by point and time first). ``rollover`` and
+    ``max_rate`` arrays use 0 / inf (or NaN) for "none".
+    """
+    point = np.asarray(point)
+    npts = int(point.max()) + 1 if len(point) else 0  # rows for every index up to the largest
+    ts, values, point, offsets = sort_readings(point, np.asarray(ts), np.asarray(values, dtype=np.float64), npts)
+    wrap, rate = point_limits(npts, rollover, max_rate)
+    p, bucket, qty, flags, cov, cnt = kernels.batch_intervals(ts, values, offsets, wrap, rate, float(bucket_seconds))
+    return BatchIntervals(bucket, qty, flags, cov, cnt, p)
+
+
+def point_limits(npts: int, rollover: np.ndarray | None, max_rate: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point rollover (0 = none) and max rate (inf = none) arrays for the kernels."""
+    wrap = np.zeros(npts) if rollover is None else np.asarray(rollover, dtype=np.float64).copy()
+    wrap[~np.isfinite(wrap) | (wrap < 0)] = 0.0
+    rate = np.full(npts, np.inf) if max_rate is None else np.asarray(max_rate, dtype=np.float64).copy()
+    rate[~np.isfinite(rate) | (rate < 0)] = np.inf
+    if wrap.shape != (npts,) or rate.shape != (npts,):
+        raise ValueError(f"rollover and max_rate need one value per point ({npts})")
+    return wrap, rate
+
+
+def sort_readings(
+    point: np.ndarray, ts: np.ndarray, values: np.ndarray, npts: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Readings ordered by point, time and value, and the per-point offsets."""
+    if not (point.shape == ts.shape == values.shape) or point.ndim != 1:
+        raise ValueError("point, ts and values must be one-dimensional arrays of the same length")
+    if point.dtype not in (np.int32, np.int64):
+        point = point.astype(np.int64)
+    if not kernels.is_sorted(point, ts, values):
+        order = np.lexsort((values, ts, point))
+        point, ts, values = point[order], ts[order], values[order]
+    if len(point) and (point[0] < 0 or point[-1] >= npts):
+        raise ValueError(f"point indices must be in [0, {npts})")
+    # query in the array's own dtype: a mismatch makes numpy cast (copy) the whole array
+    offsets = np.searchsorted(point, np.arange(npts + 1, dtype=point.dtype)).astype(np.int64)
+    return ts, values, point, offsets

@@ -54,14 +54,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from carbonwatch.contracts.site import load_site
+    from carbonwatch.simulators.meters import apply_fault
     from carbonwatch.simulators.server import SiteSimulator
 
     site = load_site(args.site)
+    try:
+        ports = dict(_pair(m, "--serial-port") for m in args.serial_port)
+        sim = SiteSimulator(site, pty=args.pty, serial_ports=ports)
+        for spec in args.fault:
+            apply_fault(sim.meters, spec)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
     async def main(stop: asyncio.Event) -> None:
-        sim = SiteSimulator(site)
-        await sim.start()
-        print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}; Ctrl-C to stop", flush=True)
+        try:
+            await sim.start()
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from None
+        buses = ", ".join(f"{m.meter.id} ({m.model.name}) unit {m.meter.unit_id}" for m in sim.meters.values())
+        print(f"simulating {len(sim.meters)} meters of {site.enterprise.name}: {buses}; Ctrl-C to stop", flush=True)
         await stop.wait()
         await sim.stop()
 
@@ -69,13 +80,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"{option} {text!r}: write KEY=VALUE")
+    return key, value
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     from carbonwatch.contracts.site import load_site
-    from carbonwatch.edge.agent import Agent
+    from carbonwatch.edge.agent import Agent, StartupError
 
     site = load_site(args.site)
-    agent = Agent(site, args.gateway)
-    run_until_signalled(agent.run)
+    try:
+        agent = Agent(site, args.gateway)
+        run_until_signalled(agent.run)
+    except StartupError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -157,12 +178,67 @@ def cmd_db_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"carbonwatch {name}: not built yet ({issue}).", file=sys.stderr)
-        return 3
+def cmd_db_acl(args: argparse.Namespace) -> int:
+    from carbonwatch.collector.acl import mosquitto_acl
+    from carbonwatch.contracts.site import load_site
 
-    return handler
+    print(mosquitto_acl([load_site(p) for p in args.sites], args.collector_user or ["collector"]), end="")
+    return 0
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from carbonwatch.accounting.activity import read_activities
+    from carbonwatch.accounting.rules import AccountingError, account, read_overrides
+
+    try:
+        if args.file == "-":
+            text, source = sys.stdin.read(), "stdin"
+        else:
+            text, source = Path(args.file).read_text(encoding="utf-8-sig"), args.file
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {args.file}: {exc}") from None
+    try:
+        result = account(
+            read_activities(text, source),
+            args.year,
+            method=args.method,
+            overrides=read_overrides(args.factor),
+            fuel_family=args.fuel_family,
+            electricity_equal_value_tce_per_mwh=args.electricity_equal_value,
+        )
+    except AccountingError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_factors(args: argparse.Namespace) -> int:
+    import json
+
+    from carbonwatch.accounting.catalogue import COLUMNS, TABLES, format_rows, rows, summary
+    from carbonwatch.accounting.tables import shipped
+
+    fs = shipped()
+    if args.action == "list":
+        print("\n".join(summary(fs)))
+        return 0
+    if args.table not in TABLES:
+        raise CommandError(f"factors show TABLE: choose one of {', '.join(TABLES)}")
+    try:
+        records = rows(
+            fs, args.table, data_year=args.data_year, place=args.place, family=args.family, product=args.product
+        )
+    except (LookupError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"factor_set": fs.id, "table": args.table, "rows": records}, ensure_ascii=False, indent=2))
+    else:
+        print(f"{args.table} ({fs.id})")
+        print("\n".join(format_rows(records, COLUMNS[args.table])))
+    return 0
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -203,6 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve the meters of a site file over Modbus")
     p.add_argument("--site", required=True, help="site YAML file")
+    p.add_argument(
+        "--pty", action="store_true", help="serve serial buses on socat pty pairs linked at the site file's ports"
+    )
+    p.add_argument(
+        "--serial-port",
+        action="append",
+        default=[],
+        metavar="SITE_PORT=DEVICE",
+        help="serve the bus the site file puts on SITE_PORT on DEVICE instead (e.g. the other end of a null modem)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="METER:KIND[=VALUE]",
+        help="switch on a fault: dead, drop=0.2, exception=4, delay=0.5, zero-once=CHANNEL, rollover=CHANNEL, "
+        "replace=CHANNEL (repeatable)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("edge", help="run the gateway agent for a site file")
@@ -217,10 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baudrate", type=int, default=9600)
     p.add_argument("--parity", choices=["N", "E", "O"], default="N")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    p.add_argument("--framer", choices=["socket", "rtu", "ascii"], help="default: socket on TCP, rtu on serial")
     p.add_argument("--unit", type=int, default=1, help="unit (slave) id")
     p.add_argument("--address", type=int, required=True, help="first register, protocol (0-based) address")
-    p.add_argument("--count", type=int, default=4, help="registers to read (default 4)")
-    p.add_argument("--area", choices=["holding", "input"], default="holding")
+    p.add_argument("--count", type=int, default=4, help="registers (or bits) to read (default 4)")
+    p.add_argument("--area", choices=["holding", "input", "coil", "discrete"], default="holding")
     p.add_argument("--timeout", type=float, default=2.0)
     p.set_defaults(func=cmd_probe)
 
@@ -273,14 +368,45 @@ def build_parser() -> argparse.ArgumentParser:
     _db_url_option(q)
     q.add_argument("sites", nargs="+", help="site YAML files")
     q.set_defaults(func=cmd_db_register)
+    q = dbsub.add_parser("acl", help="print the broker ACL (Mosquitto acl_file) for site files")
+    q.add_argument("sites", nargs="+", help="site YAML files")
+    q.add_argument("--collector-user", action="append", default=None, help="broker user of a collector (repeatable)")
+    q.set_defaults(func=cmd_db_acl)
 
-    p = sub.add_parser("account", help="compute tce and CO2 offline from an activity-data CSV")
-    p.add_argument("file", nargs="?")
-    p.set_defaults(func=cmd_not_built("account", "accounting core issue"))
+    p = sub.add_parser(
+        "account",
+        help="compute tce and CO2 offline from an activity-data CSV",
+        description="CSV columns: carrier,quantity,unit,province (optional use, direction, green_certificate_mwh, "
+        "enthalpy_kj_per_kg). Prints one JSON object.",
+    )
+    p.add_argument("file", help="activity-data CSV ('-' for standard input)")
+    p.add_argument("--year", type=int, required=True, help="accounting year (electricity uses data year Y-2)")
+    p.add_argument("--method", choices=["location", "market"], default="location", help="which CO2 is co2_t")
+    p.add_argument(
+        "--factor",
+        action="append",
+        default=[],
+        metavar="CARRIER[.PARAM]=VALUE",
+        help="a measured or given value: CARRIER=tCO2 per unit, or CARRIER.ncv/.cc/.of/.tce=VALUE (repeatable)",
+    )
+    p.add_argument("--fuel-family", choices=["B", "A"], default="B", help="default fuel parameter family (B)")
+    p.add_argument(
+        "--electricity-equal-value",
+        type=float,
+        metavar="TCE_PER_MWH",
+        help="the year's thermal-power coal rate, to report the equal-value (等价值) total too",
+    )
+    p.set_defaults(func=cmd_account)
 
     p = sub.add_parser("factors", help="list and show the shipped factor tables")
-    p.add_argument("action", nargs="?", choices=["list", "show"])
-    p.set_defaults(func=cmd_not_built("factors", "accounting core issue"))
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("table", nargs="?", help="for show: electricity, fuels, standard-coal, heat or levels")
+    p.add_argument("--data-year", type=int, help="electricity: only this data year")
+    p.add_argument("--place", help="electricity: a province, grid region or 'national'")
+    p.add_argument("--family", choices=["B", "A"], default="B", help="fuels / standard-coal: the fuel family")
+    p.add_argument("--product", help="levels: only this product")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_factors)
     return parser
 
 

@@ -46,7 +46,9 @@ class LocalMosquitto:
     stay, as when a real broker is restarted.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, extra_config: str = "", allow_anonymous: bool = True
+    ) -> None:
         exe = mosquitto_path()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (Debian package: mosquitto)")
@@ -58,7 +60,7 @@ class LocalMosquitto:
         self.config = self.data_dir / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {self.data_dir / 'mosquitto'}/\n"
             f"user {getpass.getuser()}\n"

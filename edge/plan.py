@@ -5,6 +5,11 @@ request stays within ``max_registers_per_request`` (125 by the protocol, lower f
 that need it) and no unused gap between neighbours exceeds ``max_gap`` registers. Coil and
 discrete areas merge up to ``max_bits_per_request`` bits. ``one_request_per_point`` turns
 merging off for devices that return garbage on multi-register reads.
+
+Starting each request at the lowest unread point and extending it as far as the limits allow
+gives the fewest requests: the allowed groups are runs of neighbouring points, and any run that
+fits still fits with points taken off either end, so no other grouping needs fewer runs
+(tests/edge/test_read_plan.py checks this against an exhaustive search).
 """
 
 from __future__ import annotations

@@ -1,180 +1,403 @@
 """Polling one bus: a TCP endpoint or a serial port shared by meters with different unit ids.
 
-Requests on one bus are strictly sequential (one Modbus master, one outstanding request).
-Each meter is polled on a wall-clock-aligned schedule (a 60 s meter is read at :00 of every
-minute), every reading is stamped with the time its response arrived, and a failed read
-produces ``bad`` readings (value null) rather than a repeat of the last good value.
+One task per bus, so access to a bus is serialised (one Modbus master, one outstanding
+request) and buses never wait for each other. Each device is read once at start, then on a
+wall-clock-aligned schedule (a 60 s device is read at :00 of every minute); a poll that
+overruns counts the slots it missed, and the next one goes back to the grid rather than drifting.
+
+Requests that may end in a timeout without helping anyone are only made in the bus's slack:
+a retry after a timeout, and a probe of a *suspect* device, go ahead only if even an
+unanswered request ends before every other healthy device's slot tolerance runs out. A device
+that stops answering becomes suspect (a circuit breaker): it is no longer polled on its
+schedule but probed with one request, without retries, after an exponentially growing pause.
+So a dead unit costs its neighbours at most one timeout, once, and they keep their schedule.
+A device answering with a Modbus exception is alive: only the points of that request are bad.
+
+Every reading carries the time its response arrived and a quality: ``good``; ``uncertain``
+for a counter that went backwards (:mod:`.counters`); ``bad`` with a null value when the read
+failed or decoded to NaN. A failed read is never papered over with the last good value.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from carbonwatch.contracts.payload import Quality, utc_iso
+from carbonwatch.contracts.payload import utc_iso
 from carbonwatch.contracts.site import Area, Meter, SerialConnection, TcpConnection
 
+from .counters import CounterGuard
+from .metrics import EdgeMetrics
 from .plan import Read, plan_reads
-from .registers import decode, is_plausible, to_engineering
+from .registers import decimals, decode, is_plausible, to_engineering
 from .schedule import Backoff, next_aligned, wait_or_stop
 
 log = logging.getLogger("carbonwatch.edge.poller")
 
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerType.ASCII}
+BUSY = 6  # Modbus exception "server device busy": worth a retry
+DOWN_AFTER = 3  # consecutive unanswered polls before a device is reported down
+MAX_PROBE_PAUSE = 300.0  # a suspect device is probed at least this often (seconds)
+SLACK_MARGIN = 0.05  # seconds kept free for the bus's own work when fitting a risky request
+MAX_TOLERANCE = 2.0  # seconds a device's read may start after its slot and still be on schedule
 
-Sink = Callable[[Meter, list[dict]], Awaitable[None]]
+
+class PollSink(Protocol):
+    """Where a bus poller delivers its work (the agent)."""
+
+    async def readings(self, device: Device, readings: list[dict]) -> None: ...
+    async def events(self, events: list[dict]) -> None: ...
+    def paused(self) -> bool: ...
+    async def health_changed(self, device: Device, was: str) -> None: ...
 
 
 @dataclass
-class MeterState:
+class Device:
+    """One meter's schedule and health."""
+
     meter: Meter
     reads: list[Read]
     interval: float
     next_due: float
-    consecutive_failures: int = 0
+    failures: int = 0  # consecutive polls without an answer
+    suspect: bool = False  # circuit open: probed, not polled on schedule
+    probe_at: float = 0.0
     last_success: float | None = None
     last_error: str | None = None
-    skip_until: float = 0.0  # circuit breaker: a failing meter is skipped until then
+    state: str = "ok"  # ok | degraded | down
 
     @property
-    def health(self) -> str:
-        if self.consecutive_failures == 0:
-            return "ok"
-        return "down" if self.consecutive_failures >= 3 else "degraded"
+    def id(self) -> str:
+        return self.meter.id
+
+    def probe_pause(self) -> float:
+        """1 s after the first failure (a retry deferred to the bus's slack), then doubling."""
+        return min(2.0 ** max(self.failures - 1, 0), MAX_PROBE_PAUSE)
+
+    @property
+    def deadline(self) -> float:
+        """The latest start of its next poll that still keeps it on schedule."""
+        return self.next_due + min(0.25 * self.interval, MAX_TOLERANCE)
+
+
+class NoAnswer(Exception):
+    """The device did not answer (timeout or a garbled response)."""
+
+
+class BusDown(Exception):
+    """The connection itself failed: every device on the bus is affected."""
 
 
 def make_client(conn: TcpConnection | SerialConnection, timeout: float):
+    """A pymodbus client without its own retries or reconnects: the poller owns both."""
     if isinstance(conn, TcpConnection):
-        return AsyncModbusTcpClient(
-            conn.host,
-            port=conn.port,
+        client = AsyncModbusTcpClient(
+            conn.host, port=conn.port, framer=_FRAMERS[conn.framer], timeout=timeout, retries=0, reconnect_delay=0
+        )
+    else:
+        client = AsyncModbusSerialClient(
+            conn.port,
             framer=_FRAMERS[conn.framer],
+            baudrate=conn.baudrate,
+            parity=conn.parity,
+            stopbits=conn.stopbits,
+            bytesize=conn.bytesize,
             timeout=timeout,
             retries=0,
             reconnect_delay=0,
         )
-    return AsyncModbusSerialClient(
-        conn.port,
-        framer=_FRAMERS[conn.framer],
-        baudrate=conn.baudrate,
-        parity=conn.parity,
-        stopbits=conn.stopbits,
-        bytesize=conn.bytesize,
-        timeout=timeout,
-        retries=0,
-        reconnect_delay=0,
-    )
+    client.set_max_no_responses(1 << 30)  # pymodbus would drop a TCP gateway for one dead unit
+    return client
 
 
 @dataclass
 class BusPoller:
-    """Polls every meter on one connection, one request at a time."""
+    """Polls every device on one connection, one request at a time."""
 
     meters: list[Meter]
     default_interval: float
-    sink: Sink
+    sink: PollSink
+    metrics: EdgeMetrics
     clock: Callable[[], float] = time.time
-    states: dict[str, MeterState] = field(init=False)
+    devices: dict[str, Device] = field(init=False)
 
     def __post_init__(self) -> None:
         now = self.clock()
-        self.states = {}
-        for m in self.meters:
-            interval = m.poll_interval or self.default_interval
-            self.states[m.id] = MeterState(m, plan_reads(m), interval, next_aligned(now, interval))
         self.connection = self.meters[0].connection
-        timeout = max(m.timeout for m in self.meters)
-        self.client = make_client(self.connection, timeout)
-        self._connect_backoff = Backoff()
+        self.bus_key = self.connection.bus_key
+        self.devices = {}
+        for m in self.meters:
+            # The first poll is at once, so a start-up reports every device's real state within
+            # seconds; from then on polls follow the wall-clock grid.
+            self.devices[m.id] = Device(m, plan_reads(m), m.poll_interval or self.default_interval, now)
+        self.client = None
+        self.guard = CounterGuard()
+        self._digits = {p.id: decimals(p.type, p.scale, p.offset) for m in self.meters for p in m.points}
+        self._connect_backoff = Backoff(1.0, 60.0)
+        self._silent_requests = 0  # consecutive unanswered requests across the bus
+        self._latency = self.metrics.request_seconds.labels(self.bus_key)
+
+    # --- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                state = min(self.states.values(), key=lambda s: max(s.next_due, s.skip_until))
-                wait = max(state.next_due, state.skip_until) - self.clock()
-                if wait > 0 and await wait_or_stop(stop, wait):
-                    return
-                if not self.client.connected and not await self._connect(stop):
+                if (self.client is None or not self.client.connected) and not await self._connect(stop):
                     continue
-                await self.poll_meter(state)
-                state.next_due = next_aligned(self.clock(), state.interval)
+                device, wait = self._next(self.clock())
+                if device is None:
+                    await wait_or_stop(stop, wait)
+                    continue
+                if self.sink.paused():
+                    self.metrics.polls_skipped_full.inc()
+                    device.next_due = next_aligned(self.clock(), device.interval)
+                    device.probe_at = max(device.probe_at, device.next_due)
+                    continue
+                try:
+                    await self.poll(device)
+                except BusDown as exc:
+                    await self._bus_failed(str(exc), already=device)
         finally:
+            self.close()
+
+    def _next(self, now: float) -> tuple[Device | None, float]:
+        """The device to poll now, or None and how long to wait."""
+        healthy = [d for d in self.devices.values() if not d.suspect]
+        due = [d for d in healthy if d.next_due <= now]
+        if due:
+            return min(due, key=lambda d: d.next_due), 0.0
+        next_healthy = min((d.next_due for d in healthy), default=math.inf)
+        suspects = sorted((d for d in self.devices.values() if d.suspect), key=lambda d: d.probe_at)
+        for d in suspects:
+            if d.probe_at <= now and self.fits(d, now):
+                return d, 0.0
+        later = [d.probe_at for d in suspects if d.probe_at > now]
+        return None, max(0.0, min([next_healthy, *later]) - now)
+
+    def fits(self, device: Device, now: float) -> bool:
+        """Whether a request to ``device`` that goes unanswered still ends before every other
+        healthy device's deadline: the test for retries and probes."""
+        budget = min((d.deadline for d in self.devices.values() if not d.suspect and d is not device), default=math.inf)
+        return now + device.meter.timeout + SLACK_MARGIN <= budget
+
+    async def open(self) -> bool:
+        """Connect (or reconnect) to the bus once; True when connected."""
+        if self.client is None:
+            self.client = make_client(self.connection, max(m.timeout for m in self.meters))
+        if not await self.client.connect():
+            self.metrics.bus_connects.labels(self.bus_key, "failed").inc()
+            return False
+        self.metrics.bus_connects.labels(self.bus_key, "ok").inc()
+        self._silent_requests = 0
+        _no_delay(self.client)
+        return True
+
+    def close(self) -> None:
+        if self.client is not None:
             self.client.close()
 
     async def _connect(self, stop: asyncio.Event) -> bool:
-        ok = await self.client.connect()
-        if ok:
+        if await self.open():
             self._connect_backoff.reset()
+            log.info("connected to %s", self.bus_key)
             return True
         delay = self._connect_backoff.next_delay()
-        log.warning("cannot connect to %s; retrying in %.1fs", self.connection.bus_key, delay)
-        for s in self.states.values():
-            s.consecutive_failures += 1
-            s.last_error = "connection failed"
+        await self._bus_failed(f"cannot connect to {self.bus_key}")
+        log.warning("cannot connect to %s; retrying in %.1fs", self.bus_key, delay)
         await wait_or_stop(stop, delay)
         return False
 
-    async def poll_meter(self, state: MeterState) -> None:
-        meter = state.meter
-        readings: list[dict] = []
-        failed = False
-        for read in state.reads:
-            try:
-                values = await self._execute(meter, read)
-            except (ModbusException, OSError, TimeoutError) as exc:
-                failed = True
-                state.last_error = f"{type(exc).__name__}: {exc}"[:200]
-                now = utc_iso(datetime.now(UTC))
-                readings.extend({"p": p.id, "t": now, "v": None, "q": Quality.BAD.value} for p, _ in read.points)
-                continue
-            stamp = utc_iso(datetime.now(UTC))
-            for point, offset in read.points:
-                if read.area.is_bit:
-                    raw = bool(values[offset])
-                else:
-                    raw = decode(
-                        values[offset : offset + point.registers],
-                        point.type,
-                        point.byte_order,
-                        point.word_order,
-                    )
-                value = to_engineering(raw, point.scale, point.offset)
-                if is_plausible(value):
-                    readings.append({"p": point.id, "t": stamp, "v": value, "q": Quality.GOOD.value})
-                else:
-                    readings.append({"p": point.id, "t": stamp, "v": None, "q": Quality.BAD.value})
-            if meter.pause_between_requests:
-                await asyncio.sleep(meter.pause_between_requests)
-        if failed:
-            state.consecutive_failures += 1
-            # Circuit breaker: after repeated failures, skip the meter for a growing while so the
-            # healthy meters on the bus keep their schedule.
-            if state.consecutive_failures >= 3:
-                state.skip_until = self.clock() + min(state.interval * 2 ** (state.consecutive_failures - 3), 300.0)
-        else:
-            state.consecutive_failures = 0
-            state.last_success = self.clock()
-            state.last_error = None
-            state.skip_until = 0.0
-        if readings:
-            await self.sink(meter, readings)
+    async def _bus_failed(self, error: str, already: Device | None = None) -> None:
+        """The bus is gone: every device on it (but ``already``, counted by its poll) failed this round."""
+        self.close()
+        now = self.clock()
+        for d in self.devices.values():
+            if d is not already:
+                await self._failed(d, error, now)
 
-    async def _execute(self, meter: Meter, read: Read) -> list:
+    # --- one poll -----------------------------------------------------------------------------
+
+    async def poll(self, device: Device) -> None:
+        """Read all of a device's points once and hand the readings to the sink."""
+        meter = device.meter
+        attempts = 1 if device.suspect else 1 + meter.retries
+        readings: list[dict] = []
+        events: list[dict] = []
+        silent = None  # why the device stopped answering, if it did
+        bus_down = None
+        errors = []
+        for i, read in enumerate(device.reads):
+            if silent is not None:
+                readings.extend(_bad(read, self.clock()))
+                continue
+            try:
+                values, stamp = await self._request(device, read, attempts)
+            except (NoAnswer, BusDown) as exc:
+                silent = str(exc)
+                bus_down = exc if isinstance(exc, BusDown) else None
+                readings.extend(_bad(read, self.clock()))
+                continue
+            except ModbusException as exc:  # an exception response: the device is alive
+                errors.append(str(exc))
+                readings.extend(_bad(read, self.clock()))
+            else:
+                self._decode(device, read, values, stamp, readings, events)
+            if meter.pause_between_requests and i < len(device.reads) - 1:
+                await asyncio.sleep(meter.pause_between_requests)
+        now = self.clock()
+        due = next_aligned(now, device.interval)
+        if not device.suspect:  # slots between the one due and the next that this poll overran
+            skipped = round((due - device.next_due) / device.interval) - 1
+            if skipped > 0:
+                self.metrics.slots_missed.labels(device.id).inc(skipped)
+        device.next_due = due
+        if readings:
+            await self.sink.readings(device, readings)
+        if events:
+            await self.sink.events(events)
+        if silent is not None:
+            await self._failed(device, silent, now)
+        else:
+            await self._answered(device, "; ".join(errors) or None, now)
+        if bus_down is not None:
+            raise bus_down
+
+    async def _request(self, device: Device, read: Read, attempts: int) -> tuple[list, float]:
+        """One Modbus request, retried while the bus has slack; returns (values, answer time)."""
+        meter = device.meter
         fn = {
             Area.HOLDING: self.client.read_holding_registers,
             Area.INPUT: self.client.read_input_registers,
             Area.COIL: self.client.read_coils,
             Area.DISCRETE: self.client.read_discrete_inputs,
         }[read.area]
-        rr = await fn(read.address, count=read.count, device_id=meter.unit_id)
-        if rr.isError():
-            raise ModbusException(f"exception response {rr}")
-        return rr.bits if read.area.is_bit else rr.registers
+        self.client.ctx.comm_params.timeout_connect = meter.timeout  # this device's timeout
+        requests = self.metrics.requests
+        failure: Exception = NoAnswer("no answer")
+        for attempt in range(attempts):
+            if attempt:
+                if not self.fits(device, self.clock()):
+                    break
+                await asyncio.sleep(0.02 * attempt)
+            t0 = time.perf_counter()
+            try:
+                rr = await fn(read.address, count=read.count, device_id=meter.unit_id)
+            except (ModbusIOException, TimeoutError) as exc:
+                self._latency.observe(time.perf_counter() - t0)
+                requests.labels(meter.id, "timeout").inc()
+                garbled = isinstance(exc, ModbusIOException) and "No response" not in str(exc)
+                failure = NoAnswer(_short(exc) if garbled else f"no answer within {meter.timeout:g}s")
+                self._silent_requests += 1
+                self._maybe_reset_tcp()
+                continue
+            except (ConnectionException, OSError) as exc:
+                requests.labels(meter.id, "error").inc()
+                raise BusDown(f"{self.bus_key}: {_short(exc)}") from None
+            self._latency.observe(time.perf_counter() - t0)
+            self._silent_requests = 0
+            stamp = self.clock()
+            if rr.isError():
+                requests.labels(meter.id, "exception").inc()
+                code = getattr(rr, "exception_code", None)
+                failure = ModbusException(f"{read.area.value} {read.address}+{read.count}: exception {code}")
+                if code == BUSY:
+                    continue
+                raise failure
+            values = rr.bits if read.area.is_bit else rr.registers
+            if len(values) < read.count:
+                requests.labels(meter.id, "error").inc()
+                raise ModbusException(f"{read.area.value} {read.address}: {len(values)} values for {read.count}")
+            requests.labels(meter.id, "ok").inc()
+            return values, stamp
+        raise failure
+
+    def _maybe_reset_tcp(self) -> None:
+        """A TCP connection on which nobody answers any more is probably half-open: reconnect.
+
+        Only when every device on it has gone silent, so one dead unit behind a TCP gateway
+        never costs the others their connection.
+        """
+        if isinstance(self.connection, TcpConnection) and self._silent_requests >= max(3, 2 * len(self.devices)):
+            raise BusDown(f"{self.bus_key}: no answer to {self._silent_requests} requests in a row")
+
+    def _decode(self, device: Device, read: Read, values: list, stamp: float, readings: list, events: list) -> None:
+        t = utc_iso(datetime.fromtimestamp(stamp, UTC))
+        for point, offset in read.points:
+            if read.area.is_bit:
+                value = 1.0 if values[offset] else 0.0
+            else:
+                raw = decode(values[offset : offset + point.registers], point.type, point.byte_order, point.word_order)
+                value = to_engineering(raw, point.scale, point.offset, self._digits[point.id])
+            if not is_plausible(value):
+                readings.append({"p": point.id, "t": t, "v": None, "q": "bad"})
+                continue
+            judgement = self.guard.judge(point, value)
+            readings.append({"p": point.id, "t": t, "v": value, "q": judgement.quality.value})
+            if judgement.event is not None:
+                events.append(
+                    {
+                        "kind": judgement.event.value,
+                        "t": t,
+                        "device": device.id,
+                        "point": point.id,
+                        "value": value,
+                        "previous": judgement.previous,
+                    }
+                )
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def _answered(self, device: Device, error: str | None, now: float) -> None:
+        was = device.state
+        device.failures = 0
+        device.suspect = False
+        device.last_success = now
+        device.last_error = error
+        device.state = "degraded" if error else "ok"
+        self.metrics.device_up.labels(device.id).set(0 if error else 1)
+        self.metrics.device_last_success.labels(device.id).set(now)
+        if was != device.state:
+            if was == "down":
+                log.info("%s answers again on %s", device.id, self.bus_key)
+            await self.sink.health_changed(device, was)
+
+    async def _failed(self, device: Device, error: str, now: float) -> None:
+        was = device.state
+        device.failures += 1
+        device.suspect = True
+        device.last_error = error
+        device.probe_at = now + device.probe_pause()
+        device.state = "down" if device.failures >= DOWN_AFTER else "degraded"
+        self.metrics.device_up.labels(device.id).set(0)
+        if was != device.state:
+            if device.state == "down":
+                log.warning("%s is down on %s: %s", device.id, self.bus_key, error)
+            await self.sink.health_changed(device, was)
+
+
+def _bad(read: Read, when: float) -> list[dict]:
+    t = utc_iso(datetime.fromtimestamp(when, UTC))
+    return [{"p": p.id, "t": t, "v": None, "q": "bad"} for p, _ in read.points]
+
+
+def _short(exc: BaseException) -> str:
+    return f"{exc}"[:200]
+
+
+def _no_delay(client) -> None:
+    """Disable Nagle on TCP: a Modbus request is one small write that must leave at once."""
+    transport = getattr(client.ctx, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,9 +1,11 @@
 """``carbonwatch probe``: read raw registers from an unknown meter and print every decoding.
 
-Word order and off-by-one addresses are the commonest trouble when mapping a new meter.
-The probe reads a window of registers once and prints, for each start offset, every type
-and byte/word order, labelled ABCD/CDAB/BADC/DCBA, so the user can spot the value the
-meter's display shows and copy the matching type and orders into the site file.
+Word order and off-by-one addresses are the commonest trouble when mapping a new meter. The
+probe reads a window of registers once and prints, for each start address, every type in
+every byte/word order, labelled ABCD/CDAB/BADC/DCBA with the ``byte_order``/``word_order``
+to copy into the site file, so the user can spot the value the meter's display shows.
+Over Modbus TCP (``--host``) or RTU on a serial port (``--serial``); coils and discrete
+inputs print their bits.
 """
 
 from __future__ import annotations
@@ -19,53 +21,90 @@ from .poller import make_client
 from .registers import decode_all
 
 _ORDERS = {
+    "AB": "byte_order: big",
+    "BA": "byte_order: little",
     "ABCD": "byte_order: big,    word_order: big",
     "CDAB": "byte_order: big,    word_order: little",
     "BADC": "byte_order: little, word_order: big",
     "DCBA": "byte_order: little, word_order: little",
+    "ABCDEFGH": "byte_order: big,    word_order: big",
+    "GHEFCDAB": "byte_order: big,    word_order: little",
+    "BADCFEHG": "byte_order: little, word_order: big",
+    "HGFEDCBA": "byte_order: little, word_order: little",
 }
 
 
 def format_decodings(start: int, registers: list[int]) -> str:
-    lines = [f"raw registers from address {start}:"]
+    lines = [f"raw registers from protocol address {start} ({len(registers)}):"]
     for i, r in enumerate(registers):
         lines.append(f"  [{start + i}] 0x{r:04X}  {r:6d}")
     for offset in range(len(registers)):
-        window = registers[offset:]
-        lines.append(f"\nvalue starting at address {start + offset}:")
-        for dtype, label, value in decode_all(window):
-            shown = f"{value:.6g}" if isinstance(value, float) else str(value)
-            orders = _ORDERS.get(label[:4], "") if len(label) >= 4 else ""
-            lines.append(f"  {dtype:<8} {label:<8} {shown:>24}   {orders}")
+        lines.append(f"\nvalue starting at address {start + offset} (address_base 0; {start + offset + 1} if 1-based):")
+        for dtype, label, value in decode_all(registers[offset:]):
+            shown = f"{value:.9g}" if isinstance(value, float) else str(value)
+            lines.append(f"  {dtype:<8} {label:<8} {shown:>26}   type: {dtype}, {_ORDERS[label]}")
     return "\n".join(lines)
 
 
-async def _read(args: argparse.Namespace) -> list[int]:
+def format_bits(start: int, bits: list[bool]) -> str:
+    lines = [f"bits from protocol address {start} ({len(bits)}):"]
+    lines += [f"  [{start + i}] {int(b)}" for i, b in enumerate(bits)]
+    return "\n".join(lines)
+
+
+def _connection(args: argparse.Namespace) -> TcpConnection | SerialConnection:
     if args.serial:
-        conn = SerialConnection(port=args.serial, baudrate=args.baudrate, parity=args.parity, stopbits=args.stopbits)
-    elif args.host:
-        conn = TcpConnection(host=args.host, port=args.port)
-    else:
-        raise SystemExit("probe: give --host (Modbus TCP) or --serial DEVICE")
+        return SerialConnection(
+            port=args.serial,
+            baudrate=args.baudrate,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            framer=args.framer or "rtu",
+        )
+    if args.host:
+        return TcpConnection(host=args.host, port=args.port, framer=args.framer or "socket")
+    raise ValueError("give --host (Modbus TCP) or --serial DEVICE (Modbus RTU)")
+
+
+async def read_window(args: argparse.Namespace) -> list[int] | list[bool]:
+    conn = _connection(args)
     client = make_client(conn, args.timeout)
     if not await client.connect():
         raise ConnectionError(f"cannot connect to {conn.bus_key}")
     try:
-        fn = client.read_holding_registers if args.area == "holding" else client.read_input_registers
+        fn = {
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+        }[args.area]
         rr = await fn(args.address, count=args.count, device_id=args.unit)
         if rr.isError():
-            raise ModbusException(f"device answered with an exception: {rr}")
-        return list(rr.registers)
+            raise ModbusException(f"device answered with exception {getattr(rr, 'exception_code', rr)}")
+        return list(rr.bits[: args.count]) if args.area in ("coil", "discrete") else list(rr.registers)
     finally:
         client.close()
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    limit = 2000 if args.area in ("coil", "discrete") else 125
+    if not 1 <= args.count <= limit:
+        print(f"probe: --count must be 1..{limit} for {args.area}")
+        return 2
     try:
-        registers = asyncio.run(_read(args))
+        values = asyncio.run(read_window(args))
+    except ValueError as exc:
+        print(f"probe: {exc}")
+        return 2
     except (ModbusException, ConnectionError, OSError) as exc:
         print(f"probe failed: {exc}")
-        print("hint: exception 2 (illegal data address) often means the manual counts from 1: try --address minus 1")
+        print(
+            "hints: exception 2 (illegal data address) often means the manual counts from 1: try --address minus 1; "
+            "no answer: check --unit, the wiring, baud rate and parity"
+        )
         return 1
-    print(format_decodings(args.address, registers))
+    if args.area in ("coil", "discrete"):
+        print(format_bits(args.address, values))
+    else:
+        print(format_decodings(args.address, values))
     return 0

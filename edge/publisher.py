@@ -1,11 +1,18 @@
-"""Forwarding the outbox to the broker over MQTT (QoS 1), with a retained status and a last will.
+"""Forwarding the outbox to the broker: MQTT 5 (or 3.1.1), QoS 1, TLS, retained status, last will.
 
-The publisher owns the connection: it connects (reconnecting with exponential back-off and
-jitter), announces ``online`` on the retained status topic (the broker's last will says
-``offline`` if we vanish), then sends outbox rows in sequence order with a bounded number
-in flight and deletes each row only when its PUBACK arrives. A backlog drains at
-``drain_rate`` messages per second so a gateway returning from a long outage does not
-flood the broker.
+The publisher owns the broker connection. It connects (reconnecting after any failure with
+exponential back-off and full jitter, so a fleet of gateways does not reconnect in step),
+announces ``online`` on the retained status topic (its last will says ``offline`` if the
+agent vanishes), then sends sealed outbox messages in order with at most ``max_inflight``
+awaiting their PUBACK, and deletes each message only when its PUBACK arrives. A backlog drains
+at ``drain_rate`` messages per second, so a gateway returning from a long outage does not
+flood the broker. A negative PUBACK (e.g. the broker's ACL refuses the topic) keeps the
+message, is logged and counted, and the publisher backs off and tries again later.
+
+paho-mqtt is used directly rather than through aiomqtt: the publisher needs every PUBACK's
+reason code and an immediate failure of in-flight messages when the connection drops, and
+it does its own reconnecting. Each connection runs paho's network loop on its own thread
+and hands events to the asyncio loop.
 """
 
 from __future__ import annotations
@@ -14,39 +21,209 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from carbonwatch.contracts.payload import PAYLOAD_VERSION, TopicKind, offline_status, topic, utc_iso
 from carbonwatch.contracts.site import Gateway, MqttSettings
 
-from .buffer import Entry, Outbox
+from .buffer import EVENTS, TELEMETRY, Message, Outbox
+from .metrics import EdgeMetrics
 from .schedule import Backoff, wait_or_stop
 
 log = logging.getLogger("carbonwatch.edge.publisher")
 
+STATUS_MIN_GAP = 1.0  # seconds between status publishes triggered by health changes
+STOP_GRACE = 3.0  # seconds a stopping agent keeps sending what is sealed, while connected
 
-def tls_context(mqtt: MqttSettings) -> ssl.SSLContext | None:
-    if mqtt.tls is None:
+
+class ConnectionLost(ConnectionError):
+    pass
+
+
+class PublishRejected(RuntimeError):
+    """The broker answered a publish with a failure reason code."""
+
+
+def tls_context(mqtt_settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context for the broker connection; file errors surface here, at start."""
+    tls = mqtt_settings.tls
+    if tls is None:
         return None
-    ctx = ssl.create_default_context(cafile=str(mqtt.tls.ca_file) if mqtt.tls.ca_file else None)
-    if mqtt.tls.cert_file:
-        ctx.load_cert_chain(str(mqtt.tls.cert_file), str(mqtt.tls.key_file) if mqtt.tls.key_file else None)
-    if mqtt.tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False  # the chain is still verified against the CA
     return ctx
 
 
-def envelope(enterprise: str, gateway: str, entry: Entry) -> bytes:
-    """Wrap a stored readings array into the telemetry payload, without re-parsing it."""
+def envelope(enterprise: str, gateway: str, message: Message) -> bytes:
+    """Wrap a stored JSON array into its payload, without re-parsing it (ids are validated)."""
+    field = "readings" if message.stream == TELEMETRY else "events"
     head = (
         f'{{"v":{PAYLOAD_VERSION},"enterprise":"{enterprise}","gateway":"{gateway}",'
-        f'"seq":{entry.seq},"sent":"{utc_iso(datetime.now(UTC))}","readings":'
+        f'"seq":{message.seq},"sent":"{utc_iso(datetime.now(UTC))}","{field}":'
     )
-    return head.encode() + entry.payload + b"}"
+    return head.encode() + message.payload + b"}"
+
+
+class _Connection:
+    """One MQTT connection: a paho client whose network loop runs on its own thread."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        will: tuple[str, bytes],
+        password: str | None,
+        tls: ssl.SSLContext | None,
+        max_inflight: int,
+        poke: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.loop = asyncio.get_running_loop()
+        self.poke = poke
+        v5 = settings.protocol == "5"
+        c = self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,
+        )
+        if settings.username is not None:
+            c.username_pw_set(settings.username, password)
+        if tls is not None:
+            c.tls_set_context(tls)
+        c.will_set(will[0], will[1], qos=1, retain=True)
+        c.max_inflight_messages_set(max_inflight + 2)  # + status messages: paho never holds ours back
+        c.max_queued_messages_set(0)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        self.connected: asyncio.Future = self.loop.create_future()
+        self.lost: asyncio.Future = self.loop.create_future()
+        self.acks: dict[int, asyncio.Future] = {}
+        self._closing = False
+        self._thread = threading.Thread(target=self._network, name="mqtt", daemon=True)
+
+    # network thread ---------------------------------------------------------------------------
+
+    def _network(self) -> None:
+        s = self.settings
+        v5: dict = {}
+        if s.protocol == "5":
+            v5["clean_start"] = True  # the outbox, not a broker session, makes delivery reliable
+            v5["properties"] = Properties(PacketTypes.CONNECT)
+            v5["properties"].SessionExpiryInterval = int(s.session_expiry)
+        try:
+            self.client.connect(s.host, s.port, int(s.keepalive), **v5)
+        except Exception as exc:  # DNS, refused, TLS verification: all end this connection
+            self._call(self._end, ConnectionLost(f"cannot connect to {s.host}:{s.port}: {exc}"))
+            return
+        rc = mqtt.MQTT_ERR_SUCCESS
+        # After close() has queued a DISCONNECT, keep looping until it is written.
+        while rc == mqtt.MQTT_ERR_SUCCESS and not (self._closing and not self.client.want_write()):
+            rc = self.client.loop(timeout=0.2)
+        self._call(self._end, ConnectionLost(f"connection to {s.host}:{s.port} lost ({mqtt.error_string(rc)})"))
+
+    def _call(self, fn, *args) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is waiting
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._call(self._connack, reason_code)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._call(self._end, ConnectionLost(f"disconnected: {reason_code}"))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._call(self._puback, mid, reason_code)
+
+    # event loop -------------------------------------------------------------------------------
+
+    def _connack(self, reason_code) -> None:
+        if self.connected.done():
+            return
+        if reason_code.is_failure:
+            self.connected.set_exception(ConnectionRefusedError(f"broker refused the connection: {reason_code}"))
+        else:
+            self.connected.set_result(None)
+
+    def _puback(self, mid: int, reason_code) -> None:
+        fut = self.acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            if reason_code.is_failure:
+                fut.set_exception(PublishRejected(f"broker rejected the message: {reason_code}"))
+            else:
+                fut.set_result(None)
+        self.poke()
+
+    def _end(self, exc: Exception) -> None:
+        if not self.connected.done():
+            self.connected.set_exception(exc)
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        for fut in self.acks.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.acks.clear()
+        self.poke()
+
+    async def open(self, timeout: float) -> None:
+        self._thread.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.connected), timeout)
+        except TimeoutError:
+            raise ConnectionLost(f"no CONNACK from {self.settings.host}:{self.settings.port} in {timeout:g}s") from None
+
+    def publish(self, topic_name: str, payload: bytes, retain: bool = False) -> asyncio.Future:
+        """Send with QoS 1; the future resolves on PUBACK, fails on rejection or a lost connection."""
+        fut = self.loop.create_future()
+        fut.add_done_callback(_retrieved)  # a session that ended early never looks at its futures
+        if self.lost.done():
+            fut.set_exception(self.lost.result())
+            return fut
+        info = self.client.publish(topic_name, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            fut.set_exception(ConnectionLost(f"publish failed: {mqtt.error_string(info.rc)}"))
+        else:
+            self.acks[info.mid] = fut  # PUBACKs arrive through call_soon_threadsafe, after this line
+        return fut
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()  # a clean DISCONNECT: the broker does not publish the will
+        self._closing = True
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 5)
+
+
+class _Pacer:
+    """A token bucket: at most ``rate`` sends per second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, max(1, burst)
+        self.tokens = float(self.burst)
+        self.at = time.monotonic()
+
+    def wait(self) -> float:
+        """Seconds until a send is allowed (0: now, and the token is taken)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class Publisher:
@@ -56,103 +233,176 @@ class Publisher:
         gateway: Gateway,
         outbox: Outbox,
         status: Callable[[], bytes],
+        metrics: EdgeMetrics | None = None,
         status_interval: float = 30.0,
     ) -> None:
         self.enterprise = enterprise
         self.gateway = gateway
         self.outbox = outbox
         self.status = status
+        self.metrics = metrics or EdgeMetrics()
         self.status_interval = status_interval
-        self.wakeup = asyncio.Event()  # set by the agent when it appends to the outbox
+        self.wakeup = asyncio.Event()  # set when there is something to do: new messages, acks, a lost link
         self.connected = False
-        self.published_total = 0
-        self.failed_total = 0
-        self._backoff = Backoff()
+        self.published_total = 0  # messages acknowledged by the broker
+        self.last_error: str | None = None
+        self._status_wanted = False
+        m = gateway.mqtt
+        self.client_id = m.client_id or f"cw-{enterprise}-{gateway.id}"
+        self._password = m.resolved_password()  # read once, at start: a missing file fails here
+        self._tls = tls_context(m)
+        self._topics = {
+            TELEMETRY: topic(enterprise, gateway.id, TopicKind.TELEMETRY),
+            EVENTS: topic(enterprise, gateway.id, TopicKind.EVENTS),
+        }
+        self.status_topic = topic(enterprise, gateway.id, TopicKind.STATUS)
 
-    def _client(self) -> aiomqtt.Client:
-        m = self.gateway.mqtt
-        will = aiomqtt.Will(
-            topic(self.enterprise, self.gateway.id, TopicKind.STATUS),
-            offline_status(self.enterprise, self.gateway.id),
-            qos=1,
-            retain=True,
-        )
-        return aiomqtt.Client(
-            m.host,
-            m.port,
-            identifier=m.client_id or f"cw-{self.enterprise}-{self.gateway.id}",
-            protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == "5" else aiomqtt.ProtocolVersion.V311,
-            username=m.username,
-            password=m.resolved_password(),
-            will=will,
-            keepalive=int(m.keepalive),
-            tls_context=tls_context(m),
-            max_inflight_messages=self.gateway.publish.max_inflight,
-            timeout=30,
-        )
+    def request_status(self) -> None:
+        """Publish the status soon (a device's health changed)."""
+        self._status_wanted = True
+        self.wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with self._client() as client:
-                    self.connected = True
-                    self._backoff = Backoff()
-                    log.info("connected to %s:%s", self.gateway.mqtt.host, self.gateway.mqtt.port)
-                    await self._session(client, stop)
-            except aiomqtt.MqttError as exc:
-                if stop.is_set():
-                    break
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "broker unavailable (%s); retrying in %.1fs, %d messages buffered",
-                    exc,
-                    delay,
-                    self.outbox.depth,
+        backoff = Backoff(1.0, 120.0)
+        stopper = asyncio.ensure_future(_set_when(stop, self.wakeup))
+        try:
+            while not stop.is_set():
+                conn = _Connection(
+                    self.gateway.mqtt,
+                    self.client_id,
+                    (self.status_topic, offline_status(self.enterprise, self.gateway.id)),
+                    self._password,
+                    self._tls,
+                    self.gateway.publish.max_inflight,
+                    self.wakeup.set,
                 )
-                await wait_or_stop(stop, delay)
-            finally:
-                self.connected = False
+                delay = None
+                try:
+                    await conn.open(timeout=max(10.0, self.gateway.mqtt.keepalive))
+                    self.metrics.mqtt_connects.labels("ok").inc()
+                    self._set_connected(True)
+                    backoff.reset()
+                    log.info("connected to %s:%s as %s", self.gateway.mqtt.host, self.gateway.mqtt.port, self.client_id)
+                    await self._session(conn, stop)
+                except (ConnectionError, OSError, PublishRejected) as exc:
+                    if not self.connected:
+                        self.metrics.mqtt_connects.labels("failed").inc()
+                    self.last_error = str(exc)
+                    if not stop.is_set():
+                        delay = backoff.next_delay()
+                        refused = isinstance(exc, PublishRejected | ConnectionRefusedError)
+                        level = logging.ERROR if refused else logging.WARNING
+                        log.log(level, "%s; retrying in %.1fs, %d messages waiting", exc, delay, self.outbox.depth)
+                finally:
+                    self._set_connected(False)
+                    await conn.close()
+                if delay is not None:
+                    await wait_or_stop(stop, delay)
+        finally:
+            stopper.cancel()
 
-    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        status_topic = topic(self.enterprise, self.gateway.id, TopicKind.STATUS)
-        telemetry_topic = topic(self.enterprise, self.gateway.id, TopicKind.TELEMETRY)
-        await client.publish(status_topic, self.status(), qos=1, retain=True)
+    def _set_connected(self, value: bool) -> None:
+        self.connected = value
+        self.metrics.mqtt_connected.set(1 if value else 0)
+
+    async def _session(self, conn: _Connection, stop: asyncio.Event) -> None:
+        pub = self.gateway.publish
+        pacer = _Pacer(pub.drain_rate, pub.max_inflight)
+        inflight: dict[int, tuple[Message, asyncio.Future]] = {}
+        after = 0  # highest message id sent on this connection
+        status_futs: list[asyncio.Future] = [conn.publish(self.status_topic, self.status(), retain=True)]
         loop = asyncio.get_running_loop()
         next_status = loop.time() + self.status_interval
-        limit = self.gateway.publish.max_inflight
-        min_gap = 1.0 / self.gateway.publish.drain_rate
-        while not stop.is_set():
-            entries = self.outbox.peek(0, limit)
-            if entries:
-                started = loop.time()
-                await asyncio.gather(*(self._send(client, telemetry_topic, e) for e in entries))
-                # Pace the drain: at most drain_rate messages per second.
-                spare = len(entries) * min_gap - (loop.time() - started)
-                if spare > 0:
-                    await asyncio.sleep(spare)
+        last_status = loop.time()
+        grace_until = None
+        while True:
+            if stop.is_set():
+                # Stopping: seal what the pollers left and send it for a moment, so a clean
+                # restart does not leave readings waiting for the next start.
+                if grace_until is None:
+                    grace_until = loop.time() + STOP_GRACE
+                    await self.outbox.aseal(force=True)
+                if (not inflight and self.outbox.depth == 0) or loop.time() >= grace_until:
+                    break
+            self.wakeup.clear()
+            # Harvest acknowledgements, in order of sending.
+            acked = []
+            for mid in [i for i, (_, f) in inflight.items() if f.done()]:
+                message, fut = inflight.pop(mid)
+                exc = fut.exception()
+                if exc is None:
+                    acked.append(mid)
+                    self.metrics.publishes.labels(message.stream, "acked").inc()
+                elif isinstance(exc, PublishRejected):
+                    self.metrics.publishes.labels(message.stream, "rejected").inc()
+                    raise PublishRejected(f"{message.stream} seq {message.seq}: {exc}")
+                else:
+                    self.metrics.publishes.labels(message.stream, "lost").inc()
+            if acked:
+                await self.outbox.aack(acked)
+                self.published_total += len(acked)
+            status_futs = self._harvest_status(status_futs)
+            if conn.lost.done():
+                raise conn.lost.result()
+            # Status: periodically, and soon after a health change.
+            now = loop.time()
+            if now >= next_status or (self._status_wanted and now - last_status >= STATUS_MIN_GAP):
+                self._status_wanted = False
+                status_futs.append(conn.publish(self.status_topic, self.status(), retain=True))
+                next_status, last_status = now + self.status_interval, now
+            # Send more, within the window and the drain rate.
+            pause = None
+            free = pub.max_inflight - len(inflight)
+            if free > 0:
+                for message in await self.outbox.apeek(after, free):
+                    pause = pacer.wait()
+                    if pause:
+                        break
+                    envelope_bytes = envelope(self.enterprise, self.gateway.id, message)
+                    inflight[message.id] = (message, conn.publish(self._topics[message.stream], envelope_bytes))
+                    after = message.id
+                else:
+                    pause = None
+            timeout = next_status - loop.time()
+            if grace_until is not None:
+                timeout = min(timeout, grace_until - loop.time())
+            if self._status_wanted:
+                timeout = min(timeout, last_status + STATUS_MIN_GAP - loop.time())
+            if pause:
+                timeout = min(timeout, pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), max(0.0, timeout))
+        await self._goodbye(conn, inflight)
+
+    def _harvest_status(self, futs: list[asyncio.Future]) -> list[asyncio.Future]:
+        keep = []
+        for f in futs:
+            if not f.done():
+                keep.append(f)
+            elif f.exception() is None:
+                self.metrics.publishes.labels("status", "acked").inc()
             else:
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_or_stop(stop), timeout=max(0.0, next_status - loop.time()))
-            if loop.time() >= next_status:
-                await client.publish(status_topic, self.status(), qos=1, retain=True)
-                next_status = loop.time() + self.status_interval
-        # A clean goodbye: say offline ourselves, since the will only fires on an unclean drop.
-        await client.publish(status_topic, offline_status(self.enterprise, self.gateway.id), qos=1, retain=True)
+                self.metrics.publishes.labels("status", "failed").inc()
+        return keep
 
-    async def _wake_or_stop(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+    async def _goodbye(self, conn: _Connection, inflight: dict[int, tuple[Message, asyncio.Future]]) -> None:
+        """On a clean stop: say offline ourselves (the will fires only on an unclean drop) and
+        give in-flight messages a moment to be acknowledged, to spare the next start resending."""
+        offline = conn.publish(self.status_topic, offline_status(self.enterprise, self.gateway.id), retain=True)
+        waiting = [f for _, f in inflight.values()] + [offline]
+        with contextlib.suppress(Exception):
+            await asyncio.wait(waiting, timeout=2.0)
+        acked = [mid for mid, (_, f) in inflight.items() if f.done() and not f.cancelled() and f.exception() is None]
+        if acked:
+            await self.outbox.aack(acked)
+            self.published_total += len(acked)
 
-    async def _send(self, client: aiomqtt.Client, telemetry_topic: str, entry: Entry) -> None:
-        try:
-            await client.publish(telemetry_topic, envelope(self.enterprise, self.gateway.id, entry), qos=1)
-        except aiomqtt.MqttError:
-            self.failed_total += 1
-            raise
-        self.outbox.ack(entry.seq)
-        self.published_total += 1
+
+def _retrieved(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved: no "Future exception was never retrieved" noise
+
+
+async def _set_when(event: asyncio.Event, other: asyncio.Event) -> None:
+    await event.wait()
+    other.set()

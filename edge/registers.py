@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from decimal import Decimal
 
 from carbonwatch.contracts.site import DataType, Order, order_label
 
@@ -49,8 +50,20 @@ def decode(registers: Sequence[int], dtype: DataType, byte_order: Order = Order.
     return struct.unpack(">" + _STRUCT[dtype], registers_to_bytes(registers, byte_order, word_order))[0]
 
 
-def to_engineering(raw: float | int | bool, scale: float, offset: float) -> float:
-    return float(raw) * scale + offset
+def to_engineering(raw: float | int | bool, scale: float, offset: float, digits: int | None = None) -> float:
+    """``raw x scale + offset``, rounded to ``digits`` decimals when given (see :func:`decimals`)."""
+    value = float(raw) * scale + offset
+    return value if digits is None else round(value, digits)
+
+
+def decimals(dtype: DataType, scale: float, offset: float) -> int | None:
+    """Decimals that hold ``raw x scale + offset`` exactly for an integer register, so that
+    2282 x 0.1 reads 228.2 and not 228.20000000000002. None for floats and odd scales."""
+    if dtype.is_float or dtype is DataType.BOOL:
+        return None
+    places = [-Decimal(repr(float(x))).normalize().as_tuple().exponent for x in (scale, offset)]
+    digits = max(0, *places)
+    return digits if digits <= 12 else None
 
 
 def is_plausible(value: float) -> bool:

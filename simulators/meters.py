@@ -1,29 +1,41 @@
-"""Simulated meters: register images that follow a load profile, with switchable faults.
+"""Simulated meters: live register images that follow a load profile, with switchable faults.
 
-A :class:`SimulatedMeter` is built from the same ``Meter`` entry of a site file that the agent
-polls, so the register map cannot drift between the two. Counters integrate a rate that
-follows the meter's load profile in Beijing time; gauges follow the same rate. Values are
-encoded into registers here with :mod:`struct`, independently of the agent's decoder, so a
-test that compares the two checks both.
+A :class:`SimulatedMeter` serves a :class:`~.models.MeterModel`: a named one (the site file's
+``simulation.model``) or the ``auto`` model built from the meter's own points. Counters
+integrate the meter's load, gauges follow it. Values are encoded into registers here with
+:mod:`struct`, independently of the agent's decoder, so a test that compares the two checks both.
 
-Tests and users can steer a meter: :meth:`set_value` puts a counter at an exact value,
-:meth:`hold` freezes it there, and :attr:`faults` switches on failures.
+Tests and users steer a meter by channel name or by site-file point id: :meth:`hold` freezes a
+channel at a value, :meth:`set_value` moves a counter, :meth:`replace` restarts a counter as a
+new meter would, :meth:`near_rollover` brings an integer counter close to its register width,
+and :attr:`faults` switches on failures (no response, dropped requests, exception responses,
+slow answers, a counter that reads 0 once).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from carbonwatch.contracts.site import Area, DataType, Kind, Meter, Order, Point, SimulationSpec
+from carbonwatch.contracts.site import Area, DataType, Meter, Order, SimulationSpec
 
-BEIJING = timedelta(hours=8)
+from .models import (
+    BEIJING,
+    Channel,
+    Counter,
+    Gauge,
+    MeterModel,
+    Mirror,
+    auto_model,
+    model_named,
+    noise_source,
+    profile_factor,
+)
 
 _STRUCT = {
     DataType.INT16: "h",
@@ -37,31 +49,15 @@ _STRUCT = {
 }
 
 
-def profile_factor(profile: str, t: float) -> float:
-    """Load relative to the mean (about 1.0 on average) at epoch time ``t``, in Beijing time."""
-    local = datetime.fromtimestamp(t, UTC) + BEIJING
-    hour = local.hour + local.minute / 60
-    weekday = local.weekday() < 5
-    if profile == "flat":
-        return 1.0
-    if profile == "process":  # continuous process plant: near-constant with a slow ripple
-        return 1.0 + 0.08 * math.sin(2 * math.pi * hour / 24)
-    if profile == "office":
-        return (1.8 if 8 <= hour < 18 else 0.4) if weekday else 0.35
-    if profile == "shift":  # two shifts, 06-22
-        return 1.4 if 6 <= hour < 22 else 0.2
-    if profile == "solar":
-        return max(0.0, math.sin(math.pi * (hour - 6) / 12)) * 1.57 if 6 <= hour < 18 else 0.0
-    raise ValueError(f"unknown load profile {profile!r}: use process, office, shift, solar or flat")
-
-
-def encode(value: float, point: Point) -> list[int]:
-    """Registers a real meter would hold for an engineering value of ``point``."""
+def encode(value: float, point) -> list[int]:
+    """Registers a real meter would hold for an engineering value of ``point`` (a Point or Channel)."""
     dtype = point.type
     raw = (value - point.offset) / point.scale if point.scale else 0.0
+    if dtype is DataType.BOOL:
+        return [1 if raw else 0]
     if not dtype.is_float:
         bits = dtype.bits
-        n = round(raw) % (1 << bits)  # a counter wraps at its register width, like the hardware
+        n = round(raw) % (1 << bits)  # an integer register wraps at its width, like the hardware
         if not dtype.is_unsigned and n >= 1 << (bits - 1):
             n -= 1 << bits
         data = struct.pack(">" + _STRUCT[dtype], n)
@@ -77,39 +73,66 @@ def encode(value: float, point: Point) -> list[int]:
 
 @dataclass
 class Faults:
-    """Failures a test can switch on. All off by default."""
+    """Failures a test (or ``carbonwatch simulate --fault``) can switch on. All off by default."""
 
-    timeout: bool = False  # no answer at all (the master times out)
+    dead: bool = False  # never answers: a dead unit on a shared bus, or a powered-off meter
+    drop_rate: float = 0.0  # fraction of requests left unanswered (intermittent timeouts)
+    drop_next: int = 0  # leave the next N requests unanswered (a deterministic timeout)
     exception_code: int | None = None  # answer every request with this Modbus exception code
     delay: float = 0.0  # seconds before answering (a slow device)
-    zero_once: set[str] = field(default_factory=set)  # points that read 0 on their next read only
+    zero_once: set[str] = field(default_factory=set)  # channels that read 0 on their next read only
+
+    def clear(self) -> None:
+        self.dead, self.drop_rate, self.drop_next, self.exception_code, self.delay = False, 0.0, 0, None, 0.0
+        self.zero_once.clear()
 
 
 class SimulatedMeter:
     def __init__(self, meter: Meter, clock: Callable[[], float] = time.time) -> None:
         self.meter = meter
-        self.spec = meter.simulation or SimulationSpec()
+        spec = meter.simulation or SimulationSpec()
+        self.model: MeterModel = auto_model(meter) if spec.model == "auto" else model_named(spec.model)
+        self.profile = spec.profile if "profile" in spec.model_fields_set else self.model.profile
+        self.base = spec.base if "base" in spec.model_fields_set else self.model.base
+        profile_factor(self.profile, 0.0)  # unknown profile names fail here, at start
         self.clock = clock
         self.faults = Faults()
-        self._rng = random.Random(self.spec.seed)
+        self.requests = 0  # requests answered with data
+        self._rng = random.Random(spec.seed)
+        self._noise = noise_source(spec.seed + 1)
         self._lock = threading.Lock()
         self._last = clock()
-        counters = [p for p in meter.points if p.kind is Kind.COUNTER]
-        self._main = counters[0].id if counters else None
-        self._counters = {p.id: 1000.0 + self._rng.random() * 1000 for p in counters}
-        self._held: set[str] = set()
-        self.reads = 0
+        self._by_name = {c.name: c for c in self.model.channels}
+        self._by_area: dict[Area, list[Channel]] = {a: [] for a in Area}
+        for c in sorted(self.model.channels, key=lambda c: c.address):
+            self._by_area[c.area].append(c)
+        self._counters = {
+            c.name: (self._rng.random() * 10 if c.source.daily_reset else 1000.0 + self._rng.random() * 1000)
+            for c in self.model.channels
+            if isinstance(c.source, Counter)
+        }
+        self._held: dict[str, float] = {}
 
-    def _rate(self, point: Point, t: float) -> float:
-        """Per-hour rate of a counter."""
-        if point.product is not None:
-            return self.spec.base * 0.01 * profile_factor(self.spec.profile, t)
-        if point.direction is not None and point.direction.value == "generation":
-            return self.spec.base * 0.3 * profile_factor("solar", t)
-        if point.direction is not None and point.direction.value == "export":
-            return self.spec.base * 0.05 * profile_factor("solar", t)
-        share = 1.0 if point.id == self._main else 0.2
-        return self.spec.base * share * profile_factor(self.spec.profile, t)
+    # --- naming ---------------------------------------------------------------------------
+
+    def channel(self, name: str) -> Channel:
+        """A channel by its name, or by the id of a site-file point that reads it."""
+        if name in self._by_name:
+            return self._by_name[name]
+        for p in self.meter.points:
+            if p.id == name:
+                addr = self.meter.protocol_address(p)
+                for c in self._by_area[p.area]:
+                    if c.address == addr:
+                        return c
+                raise KeyError(f"point {name!r} reads {p.area.value} {addr}, where model {self.model.name} has nothing")
+        raise KeyError(f"meter {self.meter.id} ({self.model.name}) has no channel or point {name!r}")
+
+    # --- the physics ------------------------------------------------------------------------
+
+    def load(self, t: float, profile: str | None = None) -> float:
+        """The meter's main rate at ``t``, in its main counter's unit per hour."""
+        return self.base * profile_factor(profile or self.profile, t)
 
     def advance(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
@@ -117,64 +140,142 @@ class SimulatedMeter:
             dt = now - self._last
             if dt <= 0:
                 return
-            for p in self.meter.points:
-                if p.kind is Kind.COUNTER and p.id not in self._held:
-                    self._counters[p.id] += self._rate(p, now) * dt / 3600.0
+            new_day = (datetime.fromtimestamp(now, UTC) + BEIJING).date() != (
+                datetime.fromtimestamp(self._last, UTC) + BEIJING
+            ).date()
+            for c in self.model.channels:
+                src = c.source
+                if not isinstance(src, Counter) or c.name in self._held:
+                    continue
+                if src.daily_reset and new_day:
+                    self._counters[c.name] = 0.0
+                self._counters[c.name] += src.share * self.load(now, src.profile) * dt / 3600.0
             self._last = now
 
-    def value(self, point: Point) -> float:
-        """Current engineering value of a point."""
-        if point.kind is Kind.COUNTER:
-            return self._counters[point.id]
-        rate = self._rate(point, self._last) if self._main is None else self._rate(self._point(self._main), self._last)
-        unit = point.unit
-        if unit in ("V",):
-            return 230.0 + self._rng.uniform(-3, 3)
-        if unit in ("A",):
-            return rate * 1000 / (math.sqrt(3) * 400 * 0.95) if rate else 0.0
-        if unit in ("PF", "pf", "cos"):
-            return 0.93 + self._rng.uniform(-0.02, 0.02)
-        if unit in ("Hz",):
-            return 50.0 + self._rng.uniform(-0.05, 0.05)
-        if point.area.is_bit:
-            return 1.0
-        return rate * (1 + self._rng.uniform(-0.02, 0.02))
+    def _value(self, c: Channel) -> float:
+        if c.name in self._held:
+            return self._held[c.name]
+        src = c.source
+        if isinstance(src, Counter):
+            return self._counters[c.name]
+        if isinstance(src, Mirror):
+            return self._value(self._by_name[src.channel]) * src.factor
+        assert isinstance(src, Gauge)
+        return src.fn(self.load(self._last), self._noise)
 
-    def _point(self, point_id: str) -> Point:
-        return next(p for p in self.meter.points if p.id == point_id)
-
-    def set_value(self, point_id: str, value: float) -> None:
+    def value_of(self, name: str) -> float:
+        """Current engineering value of a channel (or of the channel a point id reads)."""
+        c = self.channel(name)
+        self.advance()
         with self._lock:
-            self._point(point_id)
-            self._counters[point_id] = float(value)
+            return self._value(c)
 
-    def hold(self, point_id: str, value: float | None = None) -> None:
-        """Freeze a counter (at ``value`` if given) until :meth:`release`."""
+    # --- steering ---------------------------------------------------------------------------
+
+    def set_value(self, name: str, value: float) -> None:
+        """Move a counter to ``value``; it keeps counting from there (a held channel stays held)."""
+        c = self.channel(name)
+        if not isinstance(c.source, Counter):
+            raise ValueError(f"{c.name} is not a counter register; use hold() for gauges")
+        self.advance()
         with self._lock:
-            if value is not None:
-                self._counters[point_id] = float(value)
-            self._held.add(point_id)
+            self._counters[c.name] = float(value)
+            if c.name in self._held:
+                self._held[c.name] = float(value)
 
-    def release(self, point_id: str) -> None:
+    def hold(self, name: str, value: float | None = None) -> None:
+        """Freeze a channel (at ``value`` if given, else where it is) until :meth:`release`."""
+        c = self.channel(name)
+        self.advance()
         with self._lock:
-            self._held.discard(point_id)
+            self._held[c.name] = self._value(c) if value is None else float(value)
+            if isinstance(c.source, Counter):
+                self._counters[c.name] = self._held[c.name]
 
-    def register_image(self, area: Area) -> dict[int, int]:
-        """Protocol address -> 16-bit register (or 0/1 bit) for every point of ``area``."""
+    def release(self, name: str) -> None:
+        c = self.channel(name)
+        self.advance()
+        with self._lock:
+            self._held.pop(c.name, None)
+
+    def replace(self, name: str, start: float = 0.0) -> None:
+        """A meter replacement: the counter restarts at ``start`` and counts on."""
+        self.set_value(name, start)
+
+    def near_rollover(self, name: str, counts: int = 10) -> float:
+        """Put an unsigned integer counter ``counts`` raw steps below its register width.
+
+        Returns the engineering value at which the register wraps to zero.
+        """
+        c = self.channel(name)
+        if c.raw_limit is None or not isinstance(c.source, Counter):
+            raise ValueError(f"{c.name} is not an unsigned integer counter; it cannot roll over")
+        self.set_value(c.name, c.raw_limit - counts * c.scale)
+        return c.raw_limit
+
+    def read_zero_once(self, name: str) -> None:
+        """The channel's next read returns 0 (a glitch real meters have), then it reads true again."""
+        self.faults.zero_once.add(self.channel(name).name)
+
+    # --- the register image -----------------------------------------------------------------
+
+    def register_image(self, area: Area, start: int = 0, count: int = 65536) -> dict[int, int]:
+        """Protocol address -> 16-bit register (or 0/1 bit) for the channels of ``area`` that
+        overlap ``[start, start + count)``."""
         self.advance()
         image: dict[int, int] = {}
+        end = start + count
         with self._lock:
-            for p in self.meter.points:
-                if p.area is not area:
+            for c in self._by_area[area]:
+                if c.address >= end or c.address + c.registers <= start:
                     continue
-                addr = self.meter.protocol_address(p)
-                if p.id in self.faults.zero_once:
-                    self.faults.zero_once.discard(p.id)
-                    regs = [0] * p.registers
-                elif area.is_bit:
-                    regs = [int(bool(self.value(p)))]
+                if c.name in self.faults.zero_once:
+                    self.faults.zero_once.discard(c.name)
+                    regs = [0] * c.registers
                 else:
-                    regs = encode(self.value(p), p)
+                    regs = encode(self._value(c), c)
                 for i, r in enumerate(regs):
-                    image[addr + i] = r
+                    image[c.address + i] = r
         return image
+
+    def drops_request(self) -> bool:
+        """True when this request gets no answer (dead unit or an intermittent timeout)."""
+        f = self.faults
+        if f.drop_next > 0:
+            f.drop_next -= 1
+            return True
+        return f.dead or (f.drop_rate > 0 and self._rng.random() < f.drop_rate)
+
+
+FAULT_KINDS = ("dead", "drop", "exception", "delay", "zero-once", "rollover", "replace")
+
+
+def apply_fault(meters: dict[str, SimulatedMeter], spec: str) -> None:
+    """Apply ``METER:KIND[=VALUE]`` as ``carbonwatch simulate --fault`` gives it.
+
+    dead | drop=0.2 | exception=4 | delay=0.5 | zero-once=CHANNEL | rollover=CHANNEL | replace=CHANNEL
+    """
+    meter_id, _, rest = spec.partition(":")
+    kind, _, value = rest.partition("=")
+    if meter_id not in meters:
+        raise ValueError(f"--fault {spec}: no meter {meter_id!r} (meters: {', '.join(meters)})")
+    sim = meters[meter_id]
+    try:
+        if kind == "dead":
+            sim.faults.dead = True
+        elif kind == "drop":
+            sim.faults.drop_rate = float(value)
+        elif kind == "exception":
+            sim.faults.exception_code = int(value)
+        elif kind == "delay":
+            sim.faults.delay = float(value)
+        elif kind == "zero-once":
+            sim.read_zero_once(value)
+        elif kind == "rollover":
+            sim.near_rollover(value)
+        elif kind == "replace":
+            sim.replace(value)
+        else:
+            raise ValueError(f"unknown kind {kind!r}; use {', '.join(FAULT_KINDS)}")
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"--fault {spec}: {exc}") from None

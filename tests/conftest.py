@@ -9,6 +9,7 @@ stop and restart it without disturbing others.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -48,6 +49,14 @@ def pg_template(pg_admin_url: str) -> Iterator[str]:
     try:
         with psycopg.connect(_with_db(pg_admin_url, name), autocommit=True) as conn:
             migrate(conn)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            # A template must have no sessions; TimescaleDB runs a scheduler in every database
+            # that allows connections, so close the template to new ones and end the old ones.
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
         yield name
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
@@ -61,7 +70,14 @@ def db_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
 
     name = f"cw_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+        for attempt in range(50):
+            try:
+                admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+                break
+            except psycopg.errors.ObjectInUse:  # a background worker was just leaving the template
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
     try:
         yield _with_db(pg_admin_url, name)
     finally:

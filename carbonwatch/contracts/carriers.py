@@ -108,6 +108,7 @@ CARRIERS: dict[str, CarrierInfo] = {
         CarrierInfo("washed_coal", "洗精煤", Dimension.MASS, "t"),
         CarrierInfo("other_washed_coal", "其他洗煤", Dimension.MASS, "t"),
         CarrierInfo("briquette", "型煤", Dimension.MASS, "t"),
+        CarrierInfo("other_coal_products", "其他煤制品", Dimension.MASS, "t"),
         CarrierInfo("coke", "焦炭", Dimension.MASS, "t"),
         CarrierInfo("petroleum_coke", "石油焦", Dimension.MASS, "t"),
         CarrierInfo("crude_oil", "原油", Dimension.MASS, "t"),

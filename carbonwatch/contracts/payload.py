@@ -15,8 +15,15 @@ Telemetry payload (JSON, UTF-8)::
 ``seq`` increases by one per message for the life of a gateway (it survives restarts), so the
 collector can see gaps and redeliveries. ``t`` is when the agent read the register, in UTC;
 it is never the send time, so a reading replayed from the buffer a day later still says when
-it was true. ``q`` is ``good``, ``uncertain`` (decoded but implausible, e.g. NaN) or ``bad``
-(the read failed; ``v`` is null).
+it was true. ``q`` is ``good``, ``uncertain`` (decoded but implausible: a counter that went
+backwards, e.g. a transient 0 or a replaced meter) or ``bad`` (the read failed or decoded to
+NaN or infinity; ``v`` is null).
+
+Events payload (same envelope, its own ``seq``)::
+
+    {"v": 1, "enterprise": "911401...", "gateway": "gw-01", "seq": 7, "sent": "...",
+     "events": [{"kind": "counter_backwards", "t": "2026-11-21T02:15:00.012Z", "device": "incomer",
+                 "point": "incomer.import_kwh", "value": 0.0, "previous": 1234.5, "detail": "..."}]}
 """
 
 from __future__ import annotations
@@ -126,6 +133,39 @@ def encode_telemetry(enterprise: str, gateway: str, seq: int, readings: list[dic
 def decode_telemetry(payload: bytes | str) -> Telemetry:
     """Parse and validate a telemetry payload; raises pydantic.ValidationError or ValueError."""
     return Telemetry.model_validate_json(payload)
+
+
+class EventKind(StrEnum):
+    DEVICE_DOWN = "device_down"  # a device stopped answering (or its bus is unreachable)
+    DEVICE_UP = "device_up"  # it answers again
+    COUNTER_BACKWARDS = "counter_backwards"  # a counter read less than before: the reading is uncertain
+    COUNTER_ROLLOVER = "counter_rollover"  # a counter wrapped at its register width: the reading is good
+    BUFFER_DROPPED = "buffer_dropped"  # the outbox hit its bound and dropped its oldest data
+    TASK_RESTARTED = "task_restarted"  # an agent task crashed and was restarted
+
+
+class Event(_Wire):
+    kind: EventKind
+    ts: AwareDatetime = Field(alias="t")
+    device: str | None = None
+    point: str | None = Field(None, pattern=ID_PATTERN)
+    value: float | None = Field(None, allow_inf_nan=False)
+    previous: float | None = Field(None, allow_inf_nan=False)
+    detail: str | None = Field(None, max_length=1000)
+
+
+class Events(_Wire):
+    v: Literal[1]
+    enterprise: str = Field(min_length=18, max_length=18)
+    gateway: str = Field(pattern=ID_PATTERN)
+    seq: int = Field(ge=0)
+    sent: AwareDatetime
+    events: Annotated[list[Event], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+
+def decode_events(payload: bytes | str) -> Events:
+    """Parse and validate an events payload; raises pydantic.ValidationError or ValueError."""
+    return Events.model_validate_json(payload)
 
 
 class DeviceHealth(_Wire):

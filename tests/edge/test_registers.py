@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carbonwatch.contracts.site import DataType, Kind, Order, Point
-from carbonwatch.edge.registers import decode, decode_all, to_engineering
+from carbonwatch.edge.registers import decimals, decode, decode_all, to_engineering
 from carbonwatch.simulators.meters import encode
 
 RANGES = {
@@ -90,3 +90,17 @@ def test_decode_all_labels_every_order_once():
     assert sum(1 for t, _ in found if t == "uint16") == 2
     value = {(t, label): v for t, label, v in decode_all([0x8000, 0x4366])}
     assert value[("float32", "CDAB")] == 230.5
+
+
+@given(
+    raw=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([0.1, 0.01, 0.001, 1.0, 10.0]),
+    offset=st.sampled_from([0, -273.15]),
+)
+def test_integer_registers_read_exactly_their_decimal_value(raw, scale, offset):
+    from decimal import Decimal
+
+    digits = decimals(DataType.UINT32, scale, offset)
+    exact = float(Decimal(raw) * Decimal(repr(scale)) + Decimal(repr(offset)))
+    assert to_engineering(raw, scale, offset, digits) == exact
+    assert decimals(DataType.FLOAT32, scale, offset) is None

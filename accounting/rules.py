@@ -1,0 +1,468 @@
+"""The accounting rules applied to activity data (quantities per carrier): tce and CO2 totals.
+
+- Fuel: CO2 = quantity x NCV x carbon content x oxidation rate x 44/12, one parameter family at a
+  time; measured parameters (overrides) take precedence. Feedstock use (原料用能) is not combusted:
+  no combustion CO2, and its energy is kept in the total but left out of dual-control energy.
+- Electricity: location-based with the average factor of the place (data year Y-2); market-based
+  with the national residual factor (excluding market-traded non-fossil power) applied to the
+  consumption not covered by green certificates / green-power contracts. Both are reported;
+  ``method`` chooses which one is ``co2_t``.
+- Heat, steam, hot water: GJ x 0.11 tCO2/GJ unless a measured factor is given; steam in tonnes is
+  converted to GJ by its enthalpy.
+- Exported electricity and heat are subtracted (same factor as the method uses).
+- Biomass CO2 is reported and not counted.
+- Dual control: total energy minus feedstock energy minus new renewable electricity evidenced by
+  green certificates (capped at the electricity consumed). The total is always reported too.
+- Standard coal in the equivalent-value convention; the equal-value total only when the year's
+  thermal-power coal rate is supplied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from carbonwatch.contracts.carriers import CARRIERS, UNITS, Dimension, convert, normalise_unit
+
+from . import METHOD_VERSION
+from .factors import DEFAULT_FUEL_FAMILY, FactorNotFound, electricity_factor, fuel_parameters, tce_coefficient
+from .tables import FactorSet, shipped
+
+CO2_PER_C = 44.0 / 12.0
+HEAT_CARRIERS = ("heat", "steam", "hot_water")
+EXPORTABLE = ("electricity", *HEAT_CARRIERS)
+OVERRIDE_PARAMS = ("co2", "ncv", "cc", "of", "tce")
+
+
+class Method(StrEnum):
+    LOCATION = "location"
+    MARKET = "market"
+
+
+class AccountingError(ValueError):
+    """Bad activity data or a missing factor; ``label`` names the row (e.g. ``line 3``)."""
+
+    def __init__(self, message: str, label: str | None = None) -> None:
+        self.label = label
+        super().__init__(f"{label}: {message}" if label else message)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One activity-data record: a quantity of one carrier."""
+
+    carrier: str
+    quantity: float
+    unit: str
+    province: str | None = None  # place of electricity consumption: province, grid region or "national"
+    use: str = "fuel"  # fuel | feedstock
+    direction: str = "import"  # import | export
+    green_certificate_mwh: float = 0.0
+    enthalpy_kj_per_kg: float | None = None  # steam or hot water metered in tonnes
+    label: str | None = None  # where the record came from, for error messages
+
+
+@dataclass(frozen=True)
+class FactorUsed:
+    value: float
+    unit: str
+    source: str
+    trust: str
+    data_year: int | None = None
+    document: str | None = None
+    variant: str | None = None
+    area: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class CarrierLine:
+    """Activity of one carrier, direction and use sharing the same factors."""
+
+    carrier: str
+    direction: str
+    use: str
+    unit: str  # canonical unit of quantity
+    factor: FactorUsed | None  # CO2 factor, location-based for electricity (None: no CO2, e.g. feedstock)
+    tce_factor: FactorUsed
+    market_factor: FactorUsed | None = None  # electricity only
+    quantity: float = 0.0
+    co2_t: float = 0.0  # counted CO2 by the chosen method, signed (exports negative)
+    co2_location_t: float = 0.0
+    co2_market_t: float = 0.0
+    biomass_co2_t: float = 0.0
+    tce: float = 0.0
+    green_certificate_mwh: float = 0.0
+    rows: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "carrier": self.carrier,
+            "chinese": CARRIERS[self.carrier].chinese,
+            "direction": self.direction,
+            "use": self.use,
+            "quantity": self.quantity,
+            "unit": self.unit,
+            "co2_t": self.co2_t,
+            "co2_location_t": self.co2_location_t,
+            "co2_market_t": self.co2_market_t,
+            "tce": self.tce,
+            "factor": self.factor.as_dict() if self.factor else None,
+            "tce_factor": self.tce_factor.as_dict(),
+        }
+        if self.market_factor is not None:
+            out["market_factor"] = self.market_factor.as_dict()
+            out["green_certificate_mwh"] = self.green_certificate_mwh
+        if self.carrier == "biomass":
+            out["biomass_co2_t"] = self.biomass_co2_t
+        if self.note:
+            out["note"] = self.note
+        if self.rows:
+            out["rows"] = self.rows
+        return out
+
+
+@dataclass
+class AccountResult:
+    accounting_year: int
+    method: Method
+    fuel_family: str
+    factor_set: str
+    method_version: str = METHOD_VERSION
+    co2_t: float = 0.0
+    co2_location_t: float = 0.0
+    co2_market_t: float = 0.0
+    biomass_co2_t: float = 0.0
+    tce: float = 0.0
+    tce_dual_control: float = 0.0
+    tce_feedstock: float = 0.0
+    tce_new_renewable: float = 0.0
+    tce_equal_value: float | None = None
+    green_certificate_mwh: float = 0.0
+    green_certificate_mwh_unused: float = 0.0
+    by_carrier: list[CarrierLine] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "co2_t": self.co2_t,
+            "tce": self.tce,
+            "tce_dual_control": self.tce_dual_control,
+            "method": self.method.value,
+            "accounting_year": self.accounting_year,
+            "co2_location_t": self.co2_location_t,
+            "co2_market_t": self.co2_market_t,
+            "biomass_co2_t": self.biomass_co2_t,
+            "tce_feedstock": self.tce_feedstock,
+            "tce_new_renewable": self.tce_new_renewable,
+            "tce_equal_value": self.tce_equal_value,
+            "green_certificate_mwh": self.green_certificate_mwh,
+            "green_certificate_mwh_unused": self.green_certificate_mwh_unused,
+            "fuel_family": self.fuel_family,
+            "factor_set": self.factor_set,
+            "method_version": self.method_version,
+            "by_carrier": [line.as_dict() for line in self.by_carrier],
+        }
+
+
+# --- overrides (measured values, --factor CARRIER[.PARAM]=VALUE) -------------------------------
+
+
+def parse_override(text: str) -> tuple[str, float]:
+    """``"natural_gas=21.5"`` or ``"raw_coal.ncv=20.5"`` -> (key, value), checked."""
+    if "=" not in text:
+        raise AccountingError(f"--factor {text!r}: expected CARRIER=VALUE or CARRIER.PARAM=VALUE")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    carrier, _, param = key.partition(".")
+    param = param or "co2"
+    if carrier not in CARRIERS:
+        raise AccountingError(f"--factor {text!r}: {_unknown_carrier(carrier)}")
+    if param not in OVERRIDE_PARAMS:
+        raise AccountingError(f"--factor {text!r}: parameter must be one of {', '.join(OVERRIDE_PARAMS)}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise AccountingError(f"--factor {text!r}: {raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (param == "of" and value > 1):
+        raise AccountingError(f"--factor {text!r}: out of range")
+    return (carrier if param == "co2" else f"{carrier}.{param}"), value
+
+
+def _unknown_carrier(name: str) -> str:
+    close = difflib.get_close_matches(name, CARRIERS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown carrier {name!r}{hint} (known: {', '.join(sorted(CARRIERS))})"
+
+
+# --- quantities -------------------------------------------------------------------------------
+
+
+def steam_gj(tonnes: float, enthalpy_kj_per_kg: float, reference_enthalpy_kj_per_kg: float = 0.0) -> float:
+    """GJ of steam or hot water from its mass: t x 1000 kg/t x (h - h_ref) kJ/kg x 1e-6 GJ/kJ.
+
+    The default (no reference deduction) is the standard-table enthalpy of GB/T 32151.34—2024.
+    """
+    return tonnes * (enthalpy_kj_per_kg - reference_enthalpy_kj_per_kg) / 1000.0
+
+
+def canonical_quantity(a: Activity) -> tuple[float, str]:
+    """The quantity in the unit its factors are expressed in (MWh, GJ, t or 10^4Nm3)."""
+    info = CARRIERS.get(a.carrier)
+    if info is None:
+        raise AccountingError(_unknown_carrier(a.carrier), a.label)
+    unit = normalise_unit(a.unit)
+    if unit is None:
+        raise AccountingError(f"unknown unit {a.unit!r} (known: kWh, MWh, GJ, MJ, t, kg, m3, Nm3, 10^4Nm3)", a.label)
+    if not info.accepts(unit):
+        allowed = ", ".join(u for u in UNITS if info.accepts(u) and UNITS[u].dimension != Dimension.POWER)
+        raise AccountingError(f"unit {unit!r} is not a quantity of {a.carrier} (use {allowed})", a.label)
+    q = a.quantity
+    if isinstance(q, bool) or not isinstance(q, int | float) or not math.isfinite(q):
+        raise AccountingError(f"quantity {q!r} is not a finite number", a.label)
+    if q < 0:
+        raise AccountingError(f"quantity {q} is negative: give exports as direction=export", a.label)
+    if a.carrier in ("steam", "hot_water") and UNITS[unit].dimension == Dimension.MASS:
+        h = a.enthalpy_kj_per_kg
+        if h is None:
+            raise AccountingError(
+                f"{a.carrier} in {unit} needs its enthalpy (column enthalpy_kj_per_kg, e.g. 2777 for saturated steam "
+                "at about 1 MPa), or give the quantity in GJ",
+                a.label,
+            )
+        if not (isinstance(h, int | float) and math.isfinite(h) and 0 < h <= 4000):
+            raise AccountingError(f"enthalpy {h!r} kJ/kg is outside (0, 4000]", a.label)
+        return steam_gj(convert(q, unit, "t"), h), "GJ"
+    target = "GJ" if a.carrier in HEAT_CARRIERS else info.canonical_unit
+    return convert(q, unit, target), target
+
+
+# --- factors per record -----------------------------------------------------------------------
+
+
+def _fuel_factor(
+    a: Activity, overrides: Mapping[str, float], family: str, fs: FactorSet
+) -> tuple[FactorUsed, float | None]:
+    """CO2 factor of a fuel, and the measured NCV when one was given (it also sets the tce)."""
+    info = CARRIERS[a.carrier]
+    unit = f"tCO2/{info.canonical_unit}"
+    if a.carrier in overrides:
+        return FactorUsed(overrides[a.carrier], unit, "given (--factor)", "given"), overrides.get(f"{a.carrier}.ncv")
+    measured = {p: overrides[f"{a.carrier}.{p}"] for p in ("ncv", "cc", "of") if f"{a.carrier}.{p}" in overrides}
+    try:
+        params = fuel_parameters(a.carrier, family, fs)
+        ncv, cc, of = params.ncv, params.carbon_content, params.oxidation_rate
+    except FactorNotFound as exc:
+        if len(measured) < 3:
+            raise AccountingError(
+                f"{exc} (e.g. --factor {a.carrier}=tCO2/{info.canonical_unit}, or {a.carrier}.ncv=, .cc=, .of=)",
+                a.label,
+            ) from None
+        params, ncv, cc, of = None, 0.0, 0.0, 0.0
+    ncv, cc, of = measured.get("ncv", ncv), measured.get("cc", cc), measured.get("of", of)
+    value = ncv * cc * of * CO2_PER_C
+    if params is None:
+        return FactorUsed(value, unit, f"measured ncv {ncv}, cc {cc}, of {of} (--factor)", "given"), measured.get("ncv")
+    parts = f"ncv {ncv} GJ/{info.canonical_unit} x cc {cc} tC/GJ x of {of} x 44/12"
+    if measured:
+        source = f"{parts}; measured {', '.join(sorted(measured))}, rest from family {family} ({params.document})"
+        trust = "given"
+    else:
+        source = f"{parts}; fuel family {family}: {params.document} [{params.trust}]"
+        trust = params.trust
+    return FactorUsed(value, unit, source, trust, document=params.document), measured.get("ncv")
+
+
+def _electricity_factors(
+    a: Activity, year: int, overrides: Mapping[str, float], fs: FactorSet
+) -> tuple[FactorUsed, FactorUsed]:
+    if "electricity" in overrides:
+        f = FactorUsed(overrides["electricity"], "tCO2/MWh", "given (--factor)", "given")
+        return f, f
+    if not a.province:
+        raise AccountingError("electricity needs a province (or a grid region, or 'national')", a.label)
+    out = []
+    for variant in ("average", "excluding_market_non_fossil"):
+        try:
+            ef = electricity_factor(a.province, year, variant=variant, factor_set=fs)
+        except FactorNotFound as exc:
+            raise AccountingError(str(exc), a.label) from None
+        out.append(FactorUsed(ef.value, ef.unit, ef.source, ef.trust, ef.data_year, ef.document, variant, ef.area))
+    return out[0], out[1]
+
+
+def _tce_factor(
+    a: Activity, overrides: Mapping[str, float], family: str, fs: FactorSet, measured_ncv: float | None
+) -> FactorUsed:
+    info = CARRIERS[a.carrier]
+    unit = "GJ" if a.carrier in HEAT_CARRIERS else info.canonical_unit
+    if f"{a.carrier}.tce" in overrides:
+        return FactorUsed(overrides[f"{a.carrier}.tce"], f"tce/{unit}", "given (--factor)", "given")
+    if measured_ncv is not None:
+        gj = fs.standard_coal.gj_per_tce
+        return FactorUsed(
+            measured_ncv / gj, f"tce/{unit}", f"measured NCV {measured_ncv} / {gj} GJ/tce (GB/T 2589)", "given"
+        )
+    try:
+        c = tce_coefficient(a.carrier, family, fs)
+    except FactorNotFound as exc:
+        raise AccountingError(str(exc), a.label) from None
+    return FactorUsed(c.value, c.unit, c.source, c.trust, document=fs.standard_coal.document)
+
+
+@dataclass(frozen=True)
+class RecordFactors:
+    """The factors one activity record is accounted with."""
+
+    co2: FactorUsed | None  # tCO2 per canonical unit; None: no combustion CO2 (feedstock)
+    market: FactorUsed | None  # electricity: the residual factor of the market-based method
+    tce: FactorUsed  # tce per canonical unit
+    biomass: bool = False  # CO2 reported, not counted
+    note: str | None = None
+
+
+def check_activity(a: Activity) -> None:
+    """Direction, use and certificates that make sense for the carrier (raises AccountingError)."""
+    if a.direction not in ("import", "export"):
+        raise AccountingError(f"direction must be import or export, got {a.direction!r}", a.label)
+    if a.direction == "export" and a.carrier not in EXPORTABLE:
+        raise AccountingError(f"only {', '.join(EXPORTABLE)} can be exported, not {a.carrier}", a.label)
+    if a.use not in ("fuel", "feedstock"):
+        raise AccountingError(f"use must be fuel or feedstock, got {a.use!r}", a.label)
+    info = CARRIERS[a.carrier]
+    if a.use == "feedstock" and not (info.fossil or info.biomass):
+        raise AccountingError(f"{a.carrier} cannot be feedstock (原料用能 is coal, oil, gas and products)", a.label)
+    gc = a.green_certificate_mwh or 0.0
+    if not (math.isfinite(gc) and gc >= 0):
+        raise AccountingError(f"green_certificate_mwh {gc!r} must be a number >= 0", a.label)
+    if gc and not (a.carrier == "electricity" and a.direction == "import"):
+        raise AccountingError("green certificates apply to imported electricity only", a.label)
+
+
+def record_factors(
+    a: Activity, year: int, overrides: Mapping[str, float], fuel_family: str, fs: FactorSet
+) -> RecordFactors:
+    """CO2 and tce factors of one record for accounting year ``year`` (raises AccountingError)."""
+    market: FactorUsed | None = None
+    measured_ncv: float | None = None
+    biomass = False
+    note = None
+    if a.use == "feedstock":
+        co2, measured_ncv = None, overrides.get(f"{a.carrier}.ncv")
+        note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
+    elif a.carrier == "electricity":
+        co2, market = _electricity_factors(a, year, overrides, fs)
+    elif a.carrier in HEAT_CARRIERS:
+        if a.carrier in overrides:
+            co2 = FactorUsed(overrides[a.carrier], "tCO2/GJ", "given (--factor)", "given")
+        else:
+            h = fs.heat
+            co2 = FactorUsed(h.value, h.unit, f"default heat factor, {h.document} [{h.trust}]", h.trust)
+    elif a.carrier == "biomass":
+        if "biomass" not in overrides:
+            raise AccountingError(
+                "no default biomass CO2 factor is shipped: give --factor biomass=tCO2/t (reported, not counted)",
+                a.label,
+            )
+        co2 = FactorUsed(overrides["biomass"], "tCO2/t", "given (--factor)", "given")
+        biomass = True
+        note = "biomass CO2 is reported and not counted in co2_t"
+    else:
+        co2, measured_ncv = _fuel_factor(a, overrides, fuel_family, fs)
+    tce = _tce_factor(a, overrides, fuel_family, fs, measured_ncv)
+    return RecordFactors(co2, market, tce, biomass, note)
+
+
+# --- the account ------------------------------------------------------------------------------
+
+
+def account(
+    activities: Iterable[Activity],
+    year: int,
+    method: Method | str = Method.LOCATION,
+    overrides: Mapping[str, float] | None = None,
+    fuel_family: str = DEFAULT_FUEL_FAMILY,
+    electricity_equal_value_tce_per_mwh: float | None = None,
+    factor_set: FactorSet | None = None,
+) -> AccountResult:
+    """tce and CO2 of activity data for accounting year ``year``; raises :class:`AccountingError`."""
+    fs = factor_set or shipped()
+    method = Method(method)
+    overrides = dict(overrides or {})
+    fs.fuels(fuel_family)  # refuse an unknown family before any row
+    result = AccountResult(accounting_year=year, method=method, fuel_family=fuel_family, factor_set=fs.id)
+    lines: dict[tuple, CarrierLine] = {}
+    elec_tce = elec_mwh = 0.0  # signed, for the equal-value total
+
+    for a in activities:
+        qty, unit = canonical_quantity(a)
+        check_activity(a)
+        gc = a.green_certificate_mwh or 0.0
+        sign = -1.0 if a.direction == "export" else 1.0
+        rf = record_factors(a, year, overrides, fuel_family, fs)
+        factor, market_factor, tce_factor = rf.co2, rf.market, rf.tce
+        note = rf.note
+
+        key = (a.carrier, a.direction, a.use, factor, market_factor, tce_factor)
+        line = lines.get(key)
+        if line is None:
+            line = lines[key] = CarrierLine(
+                a.carrier, a.direction, a.use, unit, factor, tce_factor, market_factor, note=note
+            )
+        line.quantity += qty
+        if a.label:
+            line.rows.append(a.label)
+
+        tce = sign * qty * tce_factor.value
+        line.tce += tce
+        result.tce += tce
+        if factor is None:  # feedstock: no combustion CO2
+            result.tce_feedstock += tce
+        elif rf.biomass:
+            line.biomass_co2_t += qty * factor.value
+            result.biomass_co2_t += qty * factor.value
+        else:
+            location = sign * qty * factor.value
+            if market_factor is not None:
+                covered = min(gc, qty)
+                market = sign * (qty - covered) * market_factor.value
+                line.green_certificate_mwh += gc
+                result.green_certificate_mwh += gc
+                result.green_certificate_mwh_unused += gc - covered
+                result.tce_new_renewable += covered * tce_factor.value
+            else:
+                market = location
+            line.co2_location_t += location
+            line.co2_market_t += market
+            result.co2_location_t += location
+            result.co2_market_t += market
+        if a.carrier == "electricity":
+            elec_tce += tce
+            elec_mwh += sign * qty
+
+    for line in lines.values():
+        line.co2_t = line.co2_market_t if method is Method.MARKET else line.co2_location_t
+    result.co2_t = result.co2_market_t if method is Method.MARKET else result.co2_location_t
+    result.tce_dual_control = result.tce - result.tce_feedstock - result.tce_new_renewable
+    if electricity_equal_value_tce_per_mwh is not None:
+        # Equal value: the same total with electricity at the year's thermal-power coal rate.
+        result.tce_equal_value = result.tce - elec_tce + elec_mwh * electricity_equal_value_tce_per_mwh
+    result.by_carrier = list(lines.values())
+    return result
+
+
+def read_overrides(items: Iterable[str]) -> dict[str, float]:
+    """Parse ``--factor`` arguments; a carrier given twice is an error, not a silent last-wins."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, value = parse_override(item)
+        if key in out:
+            raise AccountingError(f"--factor {key} given twice")
+        out[key] = value
+    return out
