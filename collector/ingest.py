@@ -41,7 +41,7 @@ from .db import pending_migrations
 from .intervals import IntervalBuilder
 from .metrics import CollectorMetrics
 from .registry import Registry, RegistryUnavailable
-from .validate import Message, Parsed, parse_message
+from .validate import INVALID_PAYLOAD, DeadLetter, Message, Parsed, parse_message
 from .writer import SlotCache, WriteResult, prepare, write_isolating
 
 log = logging.getLogger("carbonwatch.collector")
@@ -148,7 +148,10 @@ class Collector:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if self._stop.is_set():
             return  # not acknowledged: the broker gives it to us (or the group) again
-        topic = msg._topic.decode("utf-8", "replace")  # msg.topic raises on invalid UTF-8
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; should one pass, dead-letter it
+            topic = msg._topic.decode("utf-8", "replace")
         item = Message(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
         self._received += 1
         while not self._stop.is_set():
@@ -186,15 +189,16 @@ class Collector:
     def run(self, stop: threading.Event | None = None) -> None:
         """Run until ``stop`` (or :meth:`stop`) is set; the calling thread is the writer."""
         external = stop or threading.Event()
-        threads = [
-            threading.Thread(target=self._watch, args=(external,), name="collector-stop", daemon=True),
-            threading.Thread(target=self._parse_loop, name="collector-parser", daemon=True),
-        ]
+        parser = threading.Thread(target=self._parse_loop, name="collector-parser", daemon=True)
+        threads = [threading.Thread(target=self._watch, args=(external,), name="collector-stop", daemon=True), parser]
         builder_stop = threading.Event()
         builder = None
         if self.s.build_intervals:
             builder = threading.Thread(
-                target=self.builder.run, args=(builder_stop, self.s.drain_timeout), name="collector-intervals"
+                target=self.builder.run,
+                args=(builder_stop, self.s.drain_timeout),
+                name="collector-intervals",
+                daemon=True,  # its last run is best effort: the queue keeps whatever it leaves
             )
             threads.append(builder)
         server = self.metrics.serve(self.s.metrics_port, self.s.metrics_host) if self.s.metrics_port else None
@@ -204,7 +208,12 @@ class Collector:
         conn: psycopg.Connection | None = None
         try:
             while True:
-                batch = self._ready.get()
+                try:
+                    batch = self._ready.get(timeout=1.0)
+                except queue.Empty:
+                    if not parser.is_alive():  # crash, and let the supervisor restart us: nothing is lost
+                        raise RuntimeError("the parser thread died; see the log") from None
+                    continue
                 if batch is _END:
                     break
                 conn = self._commit(conn, batch)
@@ -289,6 +298,9 @@ class Collector:
                 log.warning("registry unavailable (%s); holding messages", exc)
                 self._abandon.wait(backoff)
                 backoff = min(backoff * 2, 15.0)
+            except Exception as exc:  # a fault of ours: keep the message (raw) and go on
+                log.exception("could not check a message on %s", m.topic)
+                return Parsed(m, dead=DeadLetter(m.topic, m.payload, INVALID_PAYLOAD, f"collector error: {exc!r}"))
         return None
 
     def _commit(self, conn: psycopg.Connection | None, batch: list[Parsed]) -> psycopg.Connection | None:

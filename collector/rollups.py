@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 TZ = "Asia/Shanghai"
 # (table, source, bucket of a source row, start of the period holding x, start of the next one)
@@ -76,8 +77,8 @@ def refresh_rollups(conn: psycopg.Connection, points: list[int], lo: list[dateti
     if not points or not rollups_are_tables(conn):
         return
     params = {"p": points, "lo": lo, "hi": hi}
-    for sql in _STATEMENTS:
-        conn.execute(sql, params)
+    for statement in _STATEMENTS:
+        conn.execute(statement, params)
 
 
 def refresh_continuous_aggregates(conn: psycopg.Connection, start: datetime | None, end: datetime | None) -> None:
@@ -86,5 +87,11 @@ def refresh_continuous_aggregates(conn: psycopg.Connection, start: datetime | No
     PostgreSQL, where the rollups are never behind."""
     if rollups_are_tables(conn):
         return
+
+    def bound(t: datetime | None) -> sql.Composable:
+        return sql.SQL("NULL") if t is None else sql.Literal(t)  # a typed literal: the arguments are "any"
+
     for view in ("energy_1h", "energy_1d", "energy_1mon"):
-        conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+        conn.execute(
+            sql.SQL("CALL refresh_continuous_aggregate({}, {}, {})").format(sql.Literal(view), bound(start), bound(end))
+        )

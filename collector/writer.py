@@ -159,14 +159,14 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache 
                 cur.execute(_INSERT_LATE_READINGS, {"late": late})
                 result.inserted += cur.rowcount
 
-            received = quality == 0  # completeness counts good readings
-            if received.any():
-                keys = slot_keys(pid[received], ts_us[received])
+            # A value was read (good, or uncertain: kept as read but doubtful, e.g. a counter that
+            # went backwards): it counts as received and goes to the counter intervals.
+            ok = quality < 2
+            if ok.any():
+                keys = slot_keys(pid[ok], ts_us[ok])
                 fresh = keys if slots is None else slots.new(keys)
                 if len(fresh):
                     cur.execute(_COMPLETENESS, [_int_array(a) for a in unpack_slot_keys(fresh)])
-            ok = quality < 2  # good or uncertain: what counter intervals use
-            if ok.any():
                 order, starts = _groups(pid[ok])
                 t = ts_us[ok][order]
                 cur.execute(

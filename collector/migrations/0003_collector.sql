@@ -26,7 +26,8 @@ CREATE TABLE interval_dirty (
     not_before  timestamptz                   -- set after a failed build, so one bad point cannot stall the rest
 );
 
--- Which 15-minute slots of a Beijing-time month hold at least one good reading of a point.
+-- Which 15-minute slots of a Beijing-time month hold at least one value of a point (a reading of
+-- quality good or uncertain; a failed read, quality bad, is not a value).
 -- bucket is 00:00 Asia/Shanghai on the first day of the month; bit i (0 = leftmost) is the slot
 -- starting i * 15 minutes later (31 days * 96 slots; bits past the month's end stay 0). The
 -- collector ORs bits in, so redelivery and late data are harmless and the count is exact.
@@ -45,7 +46,7 @@ CREATE FUNCTION cw_slot_bit(slot integer) RETURNS bit(2976)
 -- Expected and received 15-minute values per point, over [p_from, p_to) as a whole
 -- (p_period NULL) or per Beijing 'day' or 'month' inside it. A slot is expected once it has
 -- ended (before now()) and the point existed (registered, or its first reading if earlier);
--- it is received when it holds a good reading. The national rule asks received/expected >= 0.9.
+-- it is received when it holds a value. The national rule asks received/expected >= 0.9.
 CREATE FUNCTION cw_completeness(
     p_from timestamptz, p_to timestamptz, p_points integer[] DEFAULT NULL, p_period text DEFAULT NULL
 ) RETURNS TABLE (point_id integer, period_start timestamptz, expected integer, received integer)
