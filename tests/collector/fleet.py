@@ -7,8 +7,10 @@ published for real.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
@@ -18,6 +20,28 @@ from paho.mqtt.enums import CallbackAPIVersion
 from carbonwatch.collector.registry import register_site
 from carbonwatch.contracts.payload import encode_telemetry, topic, utc_iso
 from carbonwatch.contracts.site import Site, uscc_check_digit
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """URL of a new database (empty, or a copy of ``template``), dropped afterwards."""
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for attempt in range(50):
+            try:
+                admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+                break
+            except psycopg.errors.ObjectInUse:  # a TimescaleDB worker was just leaving the template
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
+    info = psycopg.conninfo.conninfo_to_dict(admin_url)
+    info["dbname"] = name
+    try:
+        yield psycopg.conninfo.make_conninfo(**info)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def enterprise_code(n: int) -> str:

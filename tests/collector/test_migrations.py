@@ -39,20 +39,11 @@ def test_timescale_path_makes_hypertables(db_url):
 
 
 def test_pending_migrations_are_reported_until_applied(pg_admin_url):
-    import uuid
-
-    from conftest import _with_db
+    from fleet import scratch_database
 
     from carbonwatch.collector.db import pending_migrations
 
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with psycopg.connect(_with_db(pg_admin_url, name), autocommit=True) as conn:
-            assert pending_migrations(conn) == sorted({m.version for m in available_migrations()})
-            migrate(conn)
-            assert pending_migrations(conn) == []
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        assert pending_migrations(conn) == sorted({m.version for m in available_migrations()})
+        migrate(conn)
+        assert pending_migrations(conn) == []

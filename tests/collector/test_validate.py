@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from fleet import make_site, point_names, register
+from fleet import make_site, point_names, register, scratch_database
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -21,24 +21,12 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
 @pytest.fixture(scope="module")
 def world(pg_admin_url, pg_template):
     """One registered site for the whole module (the property test runs many examples)."""
-    import uuid
-
-    import psycopg
-    from conftest import _with_db
-
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    url = _with_db(pg_admin_url, name)
-    try:
+    with scratch_database(pg_admin_url, pg_template) as url:
         site = make_site(gateways=2, points=4)
         register(url, site)
         registry = Registry(url)
         registry.refresh()
         yield site, registry
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 ODD_STAMPS = [
