@@ -133,6 +133,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
         receive_maximum=args.receive_maximum,
         session_expiry=args.session_expiry,
         interval_period=args.interval_period,
+        writers=args.writers,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
@@ -348,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--interval-period", type=float, default=5.0, help="seconds between interval builds when idle (default 5)"
     )
+    p.add_argument("--writers", type=int, default=2, help="transactions in flight at once (default 2)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
     p.set_defaults(func=cmd_collector)

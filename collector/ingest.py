@@ -7,10 +7,12 @@ Four threads, one pipeline, messages kept in arrival order end to end:
 - the parser validates each message (schema, registry, timestamps; see ``validate``) and
   gathers a batch until ``batch_rows`` readings or ``flush_interval`` seconds after its first
   message, then hands it over (one batch waits at most, so memory is bounded);
-- the writer (the thread that calls :meth:`Collector.run`) writes the batch in one transaction
-  and only after the commit acknowledges its messages, in order. A crash before the commit loses
-  nothing (the broker redelivers the unacknowledged messages to our persistent session); a
-  redelivery after it inserts nothing (readings are keyed by point and time);
+- the writer (the thread that calls :meth:`Collector.run`) has each batch written in one
+  transaction by one of ``writers`` connections (two transactions in flight keep both the
+  database and the parser busy) and, only after the commit, acknowledges its messages, batches
+  in the order they were received. A crash before the commit loses nothing (the broker
+  redelivers the unacknowledged messages to our persistent session); a redelivery after it
+  inserts nothing (readings are keyed by point and time);
 - the interval builder turns committed counter readings into 15-minute intervals and rollups.
 
 When the database is slow or down the writer keeps its batch and retries with back-off; the
@@ -27,6 +29,8 @@ import random
 import socket
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -74,6 +78,7 @@ class CollectorSettings:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     drain_timeout: float = 10.0  # on stop, seconds to commit what was received before leaving
+    writers: int = 2  # transactions in flight at once (their acknowledgements stay in order)
 
 
 class Collector:
@@ -83,7 +88,7 @@ class Collector:
         self.registry = Registry(settings.database_url)
         self.builder = IntervalBuilder(settings.database_url, self.metrics, settings.interval_period)
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.receive_maximum + 100)
-        self._ready: queue.Queue = queue.Queue(maxsize=1)
+        self._ready: queue.Queue = queue.Queue(maxsize=settings.writers)
         self._stop = threading.Event()  # stop taking messages; commit what we have
         self._abandon = threading.Event()  # stop retrying: what is not committed stays unacknowledged
         self._connected = threading.Event()
@@ -92,6 +97,8 @@ class Collector:
         self._acked = 0
         self._client = self._make_client()
         self._slots = SlotCache()
+        self._local = threading.local()  # each writer thread's connection
+        self._conns: list[psycopg.Connection] = []
         self.committed_rows = 0  # readings in committed batches, duplicates included
         self.inserted_rows = 0  # new reading rows
         self.committed_messages = 0  # stored and dead-lettered
@@ -205,28 +212,42 @@ class Collector:
         self.start()
         for t in threads:
             t.start()
-        conn: psycopg.Connection | None = None
+        pool = ThreadPoolExecutor(self.s.writers, thread_name_prefix="collector-writer")
+        inflight: deque[tuple[Future, list[Parsed]]] = deque()
+        ended = held = False
         try:
-            while True:
+            while not ended or inflight:
+                # Several transactions may run at once; acknowledgements still go out in order.
+                if inflight and (ended or len(inflight) >= self.s.writers or inflight[0][0].done()):
+                    future, batch = inflight.popleft()
+                    done = future.result()
+                    if done is None:  # abandoned on stop: from here on the broker delivers again
+                        held = True
+                    elif not held:
+                        self._ack([p.message for p in batch])
+                        self._account(*done)
+                    continue
                 try:
-                    batch = self._ready.get(timeout=1.0)
+                    batch = self._ready.get(timeout=0.05 if inflight else 1.0)
                 except queue.Empty:
                     if not parser.is_alive():  # crash, and let the supervisor restart us: nothing is lost
                         raise RuntimeError("the parser thread died; see the log") from None
                     continue
                 if batch is _END:
-                    break
-                conn = self._commit(conn, batch)
+                    ended = True
+                else:
+                    inflight.append((pool.submit(self._commit, batch), batch))
         finally:
             self._stop.set()
             self._abandon.set()
+            pool.shutdown(wait=True)
             if builder is not None:
                 builder_stop.set()  # it brings the intervals up to date with our last commit, then stops
                 self.builder.wakeup.set()
                 builder.join(self.s.drain_timeout + 10)
             self._client.disconnect()
             self._client.loop_stop()
-            if conn is not None:
+            for conn in self._conns:
                 conn.close()
             if server is not None:
                 server.shutdown()
@@ -268,7 +289,7 @@ class Collector:
         """Messages until the batch is full or ``flush_interval`` after its first message."""
         batch: list[Parsed] = []
         rows = 0
-        max_messages = max(1, self.s.receive_maximum // 2)  # the next batch can fill meanwhile
+        max_messages = max(1, self.s.receive_maximum // (self.s.writers + 2))  # the next batches fill meanwhile
         deadline = None
         while rows < self.s.batch_rows and len(batch) < max_messages:
             timeout = 0.2 if deadline is None else deadline - time.monotonic()
@@ -303,29 +324,27 @@ class Collector:
                 return Parsed(m, dead=DeadLetter(m.topic, m.payload, INVALID_PAYLOAD, f"collector error: {exc!r}"))
         return None
 
-    def _commit(self, conn: psycopg.Connection | None, batch: list[Parsed]) -> psycopg.Connection | None:
-        """Write ``batch`` until it is committed (or we are abandoning), then acknowledge it."""
+    def _commit(self, batch: list[Parsed]) -> tuple[WriteResult, float] | None:
+        """In a writer thread: write ``batch`` until it is committed; None if we are abandoning."""
         backoff = 0.5
         while True:
+            conn = getattr(self._local, "conn", None)
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
+                    conn = self._local.conn = self._connect()
+                    self._conns.append(conn)
                 started = time.monotonic()
-                result = write_isolating(conn, batch, self._slots)
-                break
+                return write_isolating(conn, batch, self._slots), time.monotonic() - started
             except psycopg.OperationalError as exc:
                 self.metrics.database_errors.inc()
                 self.metrics.database_up.set(0)
                 log.warning("database unavailable (%s); holding %d messages", str(exc).strip(), len(batch))
                 if conn is not None:
                     conn.close()
-                conn = None
+                self._local.conn = None
                 if self._abandon.wait(backoff * random.uniform(0.5, 1.5)):
-                    return conn
+                    return None
                 backoff = min(backoff * 2, 15.0)
-        self._ack([p.message for p in batch])
-        self._account(result, time.monotonic() - started)
-        return conn
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.s.database_url, autocommit=True, connect_timeout=10)
