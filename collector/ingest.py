@@ -1,12 +1,12 @@
 """The collector service: MQTT telemetry in, committed rows out, acknowledgements last.
 
-Four threads, one pipeline, messages kept in arrival order end to end:
+One pipeline of threads, messages kept in arrival order end to end:
 
 - the MQTT network thread (paho) puts each message in the inbox. With MQTT 5 the broker sends
   at most Receive Maximum unacknowledged messages, so the inbox never holds more;
 - the parser validates each message (schema, registry, timestamps; see ``validate``) and
   gathers a batch until ``batch_rows`` readings or ``flush_interval`` seconds after its first
-  message, then hands it over (one batch waits at most, so memory is bounded);
+  message, then hands it over (at most ``writers`` batches wait, so memory is bounded);
 - the writer (the thread that calls :meth:`Collector.run`) has each batch written in one
   transaction by one of ``writers`` connections (two transactions in flight keep both the
   database and the parser busy) and, only after the commit, acknowledges its messages, batches
