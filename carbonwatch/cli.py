@@ -107,18 +107,38 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
+    import os
     import threading
 
     from carbonwatch.collector.db import database_url
     from carbonwatch.collector.ingest import Collector, CollectorSettings
 
+    password = args.mqtt_password
+    if args.mqtt_password_file:
+        with open(args.mqtt_password_file, encoding="utf-8") as f:
+            password = f.read().strip()
     settings = CollectorSettings(
         database_url=database_url(args.database_url),
         mqtt_host=args.mqtt_host,
         mqtt_port=args.mqtt_port,
         mqtt_protocol=args.mqtt_protocol,
+        mqtt_username=args.mqtt_username,
+        mqtt_password=password or os.environ.get("CARBONWATCH_MQTT_PASSWORD"),
+        mqtt_tls_ca=args.mqtt_tls_ca,
+        mqtt_tls_cert=args.mqtt_tls_cert,
+        mqtt_tls_key=args.mqtt_tls_key,
         shared_group=args.shared_group or None,
+        batch_rows=args.batch_rows,
+        flush_interval=args.flush_interval,
+        receive_maximum=args.receive_maximum,
+        session_expiry=args.session_expiry,
+        interval_period=args.interval_period,
+        writers=args.writers,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
+    if args.client_id:
+        settings.client_id = args.client_id
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -305,7 +325,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--mqtt-username")
+    p.add_argument("--mqtt-password", help="(prefer --mqtt-password-file or $CARBONWATCH_MQTT_PASSWORD)")
+    p.add_argument("--mqtt-password-file", help="file holding the broker password")
+    p.add_argument("--mqtt-tls-ca", metavar="FILE", help="CA certificate; turns TLS on")
+    p.add_argument("--mqtt-tls-cert", metavar="FILE", help="client certificate (certificate authentication)")
+    p.add_argument("--mqtt-tls-key", metavar="FILE", help="key of the client certificate")
     p.add_argument("--shared-group", default="collectors", help="MQTT 5 shared-subscription group ('' for none)")
+    p.add_argument(
+        "--client-id",
+        help="MQTT client id; keep it stable across restarts, one per collector (default: cw-collector-HOSTNAME)",
+    )
+    p.add_argument("--batch-rows", type=int, default=20_000, help="readings per transaction, at most (default 20000)")
+    p.add_argument(
+        "--flush-interval", type=float, default=0.5, help="seconds from a message to its commit, at most (default 0.5)"
+    )
+    p.add_argument(
+        "--receive-maximum", type=int, default=2000, help="unacknowledged messages in flight (MQTT 5, default 2000)"
+    )
+    p.add_argument(
+        "--session-expiry", type=int, default=7 * 24 * 3600, help="seconds the broker keeps our session (7 days)"
+    )
+    p.add_argument(
+        "--interval-period", type=float, default=5.0, help="seconds between interval builds when idle (default 5)"
+    )
+    p.add_argument("--writers", type=int, default=2, help="transactions in flight at once (default 2)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
     p.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("api", help="serve the HTTP API and the dashboard")

@@ -79,6 +79,14 @@ def migrate(conn: psycopg.Connection, timescale: bool | None = None) -> list[str
     return applied_now
 
 
+def pending_migrations(conn: psycopg.Connection) -> list[str]:
+    """Versions not yet applied to this database (empty when the schema is current)."""
+    if conn.execute("SELECT to_regclass('cw_schema_migrations')").fetchone()[0] is None:
+        return sorted({m.version for m in available_migrations()})
+    done = {r[0] for r in conn.execute("SELECT version FROM cw_schema_migrations")}
+    return sorted({m.version for m in available_migrations()} - done)
+
+
 def schema_variant(conn: psycopg.Connection) -> str:
     """'timescale' or 'plain', as the storage migrations were applied."""
     row = conn.execute(

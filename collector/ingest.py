@@ -1,49 +1,56 @@
 """The collector service: MQTT telemetry in, committed rows out, acknowledgements last.
 
-Flow: the MQTT network thread hands each message to a bounded queue; the writer thread
-gathers a batch (bounded by rows and by time), validates every message against the payload
-schema and the registry, writes good readings with binary COPY into a staging table and
-``INSERT ... ON CONFLICT DO NOTHING`` into ``readings``, writes bad messages to
-``dead_letters``, commits, and only then acknowledges the batch's messages to the broker.
-A crash before the commit loses nothing (the broker redelivers); a redelivery after the
-commit inserts nothing (the key is point and time).
+One pipeline of threads, messages kept in arrival order end to end:
 
-When the database is down the writer keeps the batch, stops acknowledging and retries;
-the queue fills, the network thread blocks, and the broker holds the rest in our session.
+- the MQTT network thread (paho) puts each message in the inbox. With MQTT 5 the broker sends
+  at most Receive Maximum unacknowledged messages, so the inbox never holds more;
+- the parser validates each message (schema, registry, timestamps; see ``validate``) and
+  gathers a batch until ``batch_rows`` readings or ``flush_interval`` seconds after its first
+  message, then hands it over (at most ``writers`` batches wait, so memory is bounded);
+- the writer (the thread that calls :meth:`Collector.run`) has each batch written in one
+  transaction by one of ``writers`` connections (two transactions in flight keep both the
+  database and the parser busy) and, only after the commit, acknowledges its messages, batches
+  in the order they were received. A crash before the commit loses nothing (the broker
+  redelivers the unacknowledged messages to our persistent session); a redelivery after it
+  inserts nothing (readings are keyed by point and time);
+- the interval builder turns committed counter readings into 15-minute intervals and rollups.
+
+When the database is slow or down the writer keeps its batch and retries with back-off; the
+parser then waits, acknowledgements stop, and the broker holds everything else in our session
+(back-pressure without dropping). When the database returns, writing resumes by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import queue
 import random
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import ValidationError
 
-from carbonwatch.contracts.payload import (
-    QUALITY_CODES,
-    TopicKind,
-    decode_telemetry,
-    parse_topic,
-    telemetry_filter,
-)
+from carbonwatch.contracts.payload import telemetry_filter
 
-from .intervals import rebuild_intervals
-from .registry import Registry
+from .db import pending_migrations
+from .intervals import IntervalBuilder
+from .metrics import CollectorMetrics
+from .registry import Registry, RegistryUnavailable
+from .validate import INVALID_PAYLOAD, DeadLetter, Message, Parsed, parse_message
+from .writer import SlotCache, WriteResult, prepare, write_isolating
 
 log = logging.getLogger("carbonwatch.collector")
+
+_END = object()  # the parser's last word to the writer
 
 
 @dataclass
@@ -54,42 +61,47 @@ class CollectorSettings:
     mqtt_protocol: str = "5"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_tls_ca: str | None = None  # CA file; setting any TLS option turns TLS on
+    mqtt_tls_cert: str | None = None  # client certificate, for certificate authentication
+    mqtt_tls_key: str | None = None
     shared_group: str | None = "collectors"
-    client_id: str = field(default_factory=lambda: f"cw-collector-{socket.gethostname()}-{os.getpid()}")
-    session_expiry: int = 24 * 3600
-    receive_maximum: int = 1000
-    batch_rows: int = 5000
-    flush_interval: float = 0.5
-    queue_size: int = 10_000
-
-
-@dataclass
-class _Message:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-
-
-@dataclass
-class _Batch:
-    messages: list[_Message] = field(default_factory=list)
-    rows: list[tuple[int, datetime, float | None, int]] = field(default_factory=list)
-    dead: list[tuple[str, bytes, str, str]] = field(default_factory=list)
-    gateways: dict[int, tuple[int, datetime]] = field(default_factory=dict)  # gateway id -> (max seq, sent)
-    touched: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    # Stable across restarts: the broker keeps messages for this session (and, with a shared
+    # subscription, deals it a share of new ones) while the collector is away.
+    client_id: str = field(default_factory=lambda: f"cw-collector-{socket.gethostname()}")
+    session_expiry: int = 7 * 24 * 3600  # how long the broker keeps our messages while we are away
+    receive_maximum: int = 2000  # unacknowledged messages the broker may send us (MQTT 5)
+    batch_rows: int = 20_000  # readings per transaction, at most (one message is never split)
+    flush_interval: float = 0.5  # seconds from a batch's first message to its commit, at most
+    max_future_skew: float = 600.0  # readings further ahead of our clock are refused
+    interval_period: float = 5.0  # seconds between interval-builder runs when idle
+    build_intervals: bool = True
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    drain_timeout: float = 10.0  # on stop, seconds to commit what was received before leaving
+    writers: int = 2  # transactions in flight at once (their acknowledgements stay in order)
 
 
 class Collector:
     def __init__(self, settings: CollectorSettings) -> None:
         self.s = settings
+        self.metrics = CollectorMetrics()
         self.registry = Registry(settings.database_url)
-        self._queue: queue.Queue[_Message] = queue.Queue(maxsize=settings.queue_size)
-        self._stop = threading.Event()
+        self.builder = IntervalBuilder(settings.database_url, self.metrics, settings.interval_period)
+        self._inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.receive_maximum + 100)
+        self._ready: queue.Queue = queue.Queue(maxsize=settings.writers)
+        self._stop = threading.Event()  # stop taking messages; commit what we have
+        self._abandon = threading.Event()  # stop retrying: what is not committed stays unacknowledged
         self._connected = threading.Event()
+        self._generation = 0
+        self._received = 0
+        self._acked = 0
         self._client = self._make_client()
-        self.committed_rows = 0
-        self.committed_messages = 0
+        self._slots = SlotCache()
+        self._local = threading.local()  # each writer thread's connection
+        self._conns: list[psycopg.Connection] = []
+        self.committed_rows = 0  # readings in committed batches, duplicates included
+        self.inserted_rows = 0  # new reading rows
+        self.committed_messages = 0  # stored and dead-lettered
 
     # --- MQTT side -----------------------------------------------------------------------
 
@@ -104,182 +116,272 @@ class Collector:
         )
         if self.s.mqtt_username:
             client.username_pw_set(self.s.mqtt_username, self.s.mqtt_password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if self.s.mqtt_tls_ca or self.s.mqtt_tls_cert:
+            client.tls_set(ca_certs=self.s.mqtt_tls_ca, certfile=self.s.mqtt_tls_cert, keyfile=self.s.mqtt_tls_key)
+        # A random first delay per collector: a fleet that lost its broker does not return in step.
+        client.reconnect_delay_set(min_delay=random.uniform(1, 2), max_delay=30)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused connection: %s", reason_code)
+            log.warning("broker refused the connection: %s", reason_code)
             return
+        # Messages from the previous connection can no longer be acknowledged: the broker
+        # redelivers them on this one, and their packet ids may be reused for new messages.
+        self._generation += 1
         group = self.s.shared_group if self.s.mqtt_protocol == "5" else None
         client.subscribe(telemetry_filter(group), qos=1)
-        self._connected.set()
-        log.info("connected to broker, subscribed to %s", telemetry_filter(group))
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("the broker refused our subscription: %s", failed)
+            return
+        self._connected.set()  # only now do new messages reach us
+        self.metrics.broker_connected.set(1)
+        log.info("subscribed to %s", telemetry_filter(self.s.shared_group if self.s.mqtt_protocol == "5" else None))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self.metrics.broker_connected.set(0)
         if not self._stop.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        # Blocking here is the back-pressure: the broker keeps what we have not taken.
-        item = _Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        if self._stop.is_set():
+            return  # not acknowledged: the broker gives it to us (or the group) again
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; should one pass, dead-letter it
+            topic = msg._topic.decode("utf-8", "replace")
+        item = Message(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
+        self._received += 1
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.5)
+                self._inbox.put(item, timeout=0.5)
                 return
-            except queue.Full:
+            except queue.Full:  # only without Receive Maximum (MQTT 3.1.1): hold the network thread
                 continue
 
     def start(self) -> None:
-        props = None
+        """Connect to the broker (in the background, reconnecting by itself)."""
         kwargs = {}
+        props = None
         if self.s.mqtt_protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.s.session_expiry
             props.ReceiveMaximum = self.s.receive_maximum
             kwargs["clean_start"] = False
-        time.sleep(random.uniform(0, 0.2))  # spread the start of a fleet of collectors
         self._client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30, properties=props, **kwargs)
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    # --- writer side ---------------------------------------------------------------------
+    def _ack(self, messages: list[Message]) -> None:
+        generation = self._generation
+        for m in messages:
+            if m.qos > 0 and m.generation == generation:
+                self._client.ack(m.mid, m.qos)
+            self._acked += 1
+        self.metrics.unacked.set(self._received - self._acked)
+
+    # --- the pipeline ----------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Run until ``stop`` (or :meth:`stop`) is set; call from the thread that owns the writer."""
-        self.start()
+        """Run until ``stop`` (or :meth:`stop`) is set; the calling thread is the writer."""
         external = stop or threading.Event()
-        conn: psycopg.Connection | None = None
-        batch: _Batch | None = None
-        backoff = 0.5
+        parser = threading.Thread(target=self._parse_loop, name="collector-parser", daemon=True)
+        threads = [threading.Thread(target=self._watch, args=(external,), name="collector-stop", daemon=True), parser]
+        builder_stop = threading.Event()
+        builder = None
+        if self.s.build_intervals:
+            builder = threading.Thread(
+                target=self.builder.run,
+                args=(builder_stop, self.s.drain_timeout),
+                name="collector-intervals",
+                daemon=True,  # its last run is best effort: the queue keeps whatever it leaves
+            )
+            threads.append(builder)
+        server = self.metrics.serve(self.s.metrics_port, self.s.metrics_host) if self.s.metrics_port else None
+        self.start()
+        for t in threads:
+            t.start()
+        pool = ThreadPoolExecutor(self.s.writers, thread_name_prefix="collector-writer")
+        inflight: deque[tuple[Future, list[Parsed]]] = deque()
+        ended = held = False
         try:
-            while not (self._stop.is_set() or external.is_set()):
-                if batch is None:
-                    batch = self._gather()
-                    if not batch.messages:
-                        continue
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(self.s.database_url, autocommit=True)
-                        _prepare(conn)
-                    self._write(conn, batch)
-                except psycopg.OperationalError as exc:
-                    log.warning("database unavailable (%s); holding %d messages", exc, len(batch.messages))
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    external.wait(backoff * random.uniform(0.5, 1.5))
-                    backoff = min(backoff * 2, 15.0)
+            while not ended or inflight:
+                # Several transactions may run at once; acknowledgements still go out in order.
+                if inflight and (ended or len(inflight) >= self.s.writers or inflight[0][0].done()):
+                    future, batch = inflight.popleft()
+                    done = future.result()
+                    if done is None:  # abandoned on stop: from here on the broker delivers again
+                        held = True
+                    elif not held:
+                        self._ack([p.message for p in batch])
+                        self._account(*done)
                     continue
-                backoff = 0.5
-                for m in batch.messages:
-                    self._client.ack(m.mid, m.qos)
-                self.committed_rows += len(batch.rows)
-                self.committed_messages += len(batch.messages)
                 try:
-                    rebuild_intervals(conn, batch.touched)
-                except psycopg.Error:
-                    log.exception("interval rebuild failed; intervals of these points stay stale until rebuilt")
-                batch = None
+                    batch = self._ready.get(timeout=0.05 if inflight else 1.0)
+                except queue.Empty:
+                    if not parser.is_alive():  # crash, and let the supervisor restart us: nothing is lost
+                        raise RuntimeError("the parser thread died; see the log") from None
+                    continue
+                if batch is _END:
+                    ended = True
+                else:
+                    inflight.append((pool.submit(self._commit, batch), batch))
         finally:
             self._stop.set()
+            self._abandon.set()
+            pool.shutdown(wait=True)
+            if builder is not None:
+                builder_stop.set()  # it brings the intervals up to date with our last commit, then stops
+                self.builder.wakeup.set()
+                builder.join(self.s.drain_timeout + 10)
             self._client.disconnect()
             self._client.loop_stop()
-            if conn is not None:
+            for conn in self._conns:
                 conn.close()
+            if server is not None:
+                server.shutdown()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _gather(self) -> _Batch:
-        batch = _Batch()
-        deadline = time.monotonic() + self.s.flush_interval
-        while len(batch.rows) < self.s.batch_rows:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+    def _watch(self, external: threading.Event) -> None:
+        while not (external.wait(0.2) or self._stop.is_set()):
+            pass
+        self._stop.set()
+        # Give the pipeline drain_timeout to commit what it holds, then stop retrying.
+        if not self._abandon.wait(self.s.drain_timeout):
+            log.warning("stopping with uncommitted messages; the broker will deliver them again")
+            self._abandon.set()
+
+    def _parse_loop(self) -> None:
+        while True:
+            batch = self._gather()
+            if batch:
+                while not self._abandon.is_set():
+                    try:
+                        self._ready.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            if self._abandon.is_set() or (self._stop.is_set() and self._inbox.empty()):
+                break
+        while True:  # the writer may be busy; it must hear the end
+            try:
+                self._ready.put(_END, timeout=0.2)
+                return
+            except queue.Full:
+                if self._abandon.is_set():
+                    with contextlib.suppress(queue.Empty):
+                        self._ready.get_nowait()  # the writer has given up on it anyway
+
+    def _gather(self) -> list[Parsed]:
+        """Messages until the batch is full or ``flush_interval`` after its first message."""
+        batch: list[Parsed] = []
+        rows = 0
+        max_messages = max(1, self.s.receive_maximum // (self.s.writers + 2))  # the next batches fill meanwhile
+        deadline = None
+        while rows < self.s.batch_rows and len(batch) < max_messages:
+            timeout = 0.2 if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
                 break
             try:
-                m = self._queue.get(timeout=remaining)
+                m = self._inbox.get(timeout=timeout)
             except queue.Empty:
+                if deadline is None and not self._stop.is_set():
+                    continue
                 break
-            batch.messages.append(m)
-            self._parse(m, batch)
+            if deadline is None:
+                deadline = time.monotonic() + self.s.flush_interval
+            p = self._parse(m)
+            if p is None:
+                break
+            batch.append(p)
+            rows += p.rows
         return batch
 
-    def _parse(self, m: _Message, batch: _Batch) -> None:
+    def _parse(self, m: Message) -> Parsed | None:
+        backoff = 0.5
+        while not self._abandon.is_set():
+            try:
+                return parse_message(m, self.registry, self.s.max_future_skew)
+            except RegistryUnavailable as exc:
+                log.warning("registry unavailable (%s); holding messages", exc)
+                self._abandon.wait(backoff)
+                backoff = min(backoff * 2, 15.0)
+            except Exception as exc:  # a fault of ours: keep the message (raw) and go on
+                log.exception("could not check a message on %s", m.topic)
+                return Parsed(m, dead=DeadLetter(m.topic, m.payload, INVALID_PAYLOAD, f"collector error: {exc!r}"))
+        return None
+
+    def _commit(self, batch: list[Parsed]) -> tuple[WriteResult, float] | None:
+        """In a writer thread: write ``batch`` until it is committed; None if we are abandoning."""
+        backoff = 0.5
+        while True:
+            conn = getattr(self._local, "conn", None)
+            try:
+                if conn is None or conn.closed:
+                    conn = self._local.conn = self._connect()
+                    self._conns.append(conn)
+                started = time.monotonic()
+                return write_isolating(conn, batch, self._slots), time.monotonic() - started
+            except psycopg.OperationalError as exc:
+                self.metrics.database_errors.inc()
+                self.metrics.database_up.set(0)
+                log.warning("database unavailable (%s); holding %d messages", str(exc).strip(), len(batch))
+                if conn is not None:
+                    conn.close()
+                self._local.conn = None
+                if self._abandon.wait(backoff * random.uniform(0.5, 1.5)):
+                    return None
+                backoff = min(backoff * 2, 15.0)
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.s.database_url, autocommit=True, connect_timeout=10)
         try:
-            enterprise, gateway, kind = parse_topic(m.topic)
-            if kind is not TopicKind.TELEMETRY:
-                raise ValueError(f"not a telemetry topic: {m.topic}")
-        except ValueError as exc:
-            batch.dead.append((m.topic, m.payload, "bad_topic", str(exc)))
-            return
-        try:
-            t = decode_telemetry(m.payload)
-        except ValidationError as exc:
-            batch.dead.append((m.topic, m.payload, "invalid_payload", str(exc)[:2000]))
-            return
-        if t.enterprise != enterprise or t.gateway != gateway:
-            batch.dead.append((m.topic, m.payload, "topic_mismatch", "payload names another gateway than its topic"))
-            return
-        entry = self.registry.lookup(enterprise, gateway)
-        if entry is None:
-            batch.dead.append((m.topic, m.payload, "unknown_gateway", f"{enterprise}/{gateway} is not registered"))
-            return
-        foreign = [r.point for r in t.readings if r.point not in entry.points]
-        if foreign:
-            batch.dead.append(
-                (
-                    m.topic,
-                    m.payload,
-                    "foreign_point",
-                    f"points not owned by this gateway: {sorted(set(foreign))[:20]}",
+            pending = pending_migrations(conn)
+            if pending:
+                raise psycopg.OperationalError(
+                    f"schema not migrated (pending: {', '.join(pending)}); run carbonwatch db migrate"
                 )
-            )
-            return
-        for r in t.readings:
-            pid = entry.points[r.point]
-            batch.rows.append((pid, r.ts, r.value, QUALITY_CODES[r.quality]))
-            batch.touched[pid].append(r.ts)
-        prev = batch.gateways.get(entry.gateway_id)
-        if prev is None or t.seq > prev[0]:
-            batch.gateways[entry.gateway_id] = (t.seq, t.sent)
+            conn.execute("SET statement_timeout = '120s'")  # a stuck statement becomes a retry, not a hang
+            prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
-    def _write(self, conn: psycopg.Connection, batch: _Batch) -> None:
-        # autocommit connection: this transaction block is a real BEGIN/COMMIT, never a savepoint
-        # inside some outer transaction, so returning from here means the rows are durable.
-        assert conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        with conn.transaction(), conn.cursor() as cur:
-            if batch.rows:
-                with cur.copy("COPY cw_staging (point_id, ts, value, quality) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["int4", "timestamptz", "float8", "int2"])
-                    for row in batch.rows:
-                        cp.write_row(row)
-                cur.execute(
-                    "INSERT INTO readings (point_id, ts, value, quality) "
-                    "SELECT point_id, ts, value, quality FROM cw_staging ON CONFLICT DO NOTHING"
-                )
-            if batch.dead:
-                cur.executemany(
-                    "INSERT INTO dead_letters (topic, payload, reason, detail) VALUES (%s, %s, %s, %s)",
-                    batch.dead,
-                )
-            for gateway_id, (seq, _sent) in batch.gateways.items():
-                cur.execute(
-                    "UPDATE gateways SET last_seq = GREATEST(COALESCE(last_seq, -1), %s), last_seen = now() "
-                    "WHERE id = %s",
-                    (seq, gateway_id),
-                )
-
-
-def _prepare(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS cw_staging "
-        "(point_id int4, ts timestamptz, value float8, quality int2) ON COMMIT DELETE ROWS"
-    )
+    def _account(self, result: WriteResult, seconds: float) -> None:
+        m = self.metrics
+        now = time.time()
+        m.database_up.set(1)
+        m.commit_seconds.observe(seconds)
+        m.batch_readings.observe(result.readings)
+        m.readings.inc(result.readings)
+        m.rows_written.inc(result.inserted)
+        m.messages.labels("stored").inc(len(result.stored))
+        m.messages.labels("dead_letter").inc(len(result.dead))
+        for d in result.dead:
+            m.dead_letters.labels(d.reason).inc()
+        newest = 0.0
+        for p in result.stored:
+            if p.rows:
+                t = float(p.ts_us.max()) / 1e6
+                m.lag_seconds.observe(max(0.0, now - t))
+                newest = max(newest, t)
+        if newest:
+            m.lag_last.set(max(0.0, now - newest))
+        m.last_commit.set(now)
+        self.committed_rows += result.readings
+        self.inserted_rows += result.inserted
+        self.committed_messages += len(result.stored) + len(result.dead)

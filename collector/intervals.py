@@ -1,13 +1,34 @@
-"""Keep ``intervals_15m`` in step with ``readings`` for the counters a batch touched.
+"""The interval builder: counter readings to 15-minute consumption, crash-safe and set-based.
 
-For each touched counter the affected buckets run from the last good reading before the
-new ones to the first good reading after them (late data changes both neighbours). The
-readings around that span are loaded, the accounting core turns them into consumption per
-bucket, and the buckets in the span are replaced.
+The writer queues a dirty span (point, earliest and latest new reading) in the same
+transaction as the readings. The builder claims queued spans, merges them per point, and
+in one transaction: locks the points (so two collectors never interleave on one point),
+reads the readings around every span with one query, lets the accounting core turn them
+into consumption per bucket, replaces the affected buckets of ``intervals_15m``, refreshes
+the rollups (plain PostgreSQL), and deletes the spans. A crash at any point leaves the spans
+queued and the work is redone.
+
+Which buckets a span affects. New readings change the pairs from the last good reading before
+them to the first one after, so at least the buckets from the one holding that previous
+reading to the one holding the next are rewritten. The core keeps its baseline through a
+backwards step (a transient zero is skipped, not counted from), so a window must start on a
+reading the core accepted, and a late reading can change whether later ones are accepted.
+Hence the window starts, among the last few readings before the first bucket, at the latest
+that is not below an earlier one, and it ends after the first reading following the span
+that is not below any reading before it: the core accepts such readings whatever came before,
+so from them on a computation over the whole history and one over the window agree. The
+baseline search looks ``LOOKBACK`` readings back (runs of backwards readings are shorter in
+practice); the end search loads more readings as needed, up to ``MAX_TAIL`` (after a register
+rollover, readings stay below those before the wrap for a long time). A property test checks
+the agreement, with transient drops, rollovers and readings arriving in any order.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,66 +36,278 @@ import psycopg
 
 from carbonwatch.accounting.intervals import BUCKET_SECONDS, counter_intervals
 
+from .copy_format import HEADER, PG_EPOCH_US, TRAILER
+from .metrics import CollectorMetrics
+from .rollups import refresh_rollups
 
-def _floor(ts: float) -> float:
-    return ts - ts % BUCKET_SECONDS
+log = logging.getLogger("carbonwatch.collector.intervals")
+
+LOOKBACK = 8  # readings before a span searched for a baseline, and first readings after it loaded
+MAX_TAIL = 5000  # readings after a span loaded at most while looking for where the rewrite can end
+_LOCK_CLASS = 0x63770002  # advisory lock class of per-point builder locks ("cw" + 2)
+
+_CLAIM = """
+DELETE FROM interval_dirty WHERE id IN (
+    SELECT id FROM interval_dirty
+    WHERE not_before IS NULL OR not_before <= now()
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING point_ids, lo, hi, attempts"""
+
+_REQUEUE = """
+INSERT INTO interval_dirty (point_ids, lo, hi, attempts, not_before)
+VALUES (ARRAY[%(p)s], ARRAY[%(lo)s], ARRAY[%(hi)s], %(n)s,
+        now() + least(interval '1 hour', interval '10 seconds' * power(2, %(n)s - 1)))"""
+
+_EPOCH_ARRAY = "array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts), array_agg(u.value ORDER BY u.ts)"
+
+# Per span: the counter's rollover, the last readings before the span (to find the baseline the
+# new readings are counted from) and the first reading after it.
+_SPANS = f"""
+SELECT d.point_id, p.rollover, x.*,
+       (SELECT min(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts > d.hi)
+FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS d(point_id, lo, hi)
+JOIN points p ON p.id = d.point_id AND p.kind = 'counter'
+CROSS JOIN LATERAL (
+    SELECT {_EPOCH_ARRAY} FROM (
+        SELECT r.ts, r.value FROM readings r
+        WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts < d.lo ORDER BY r.ts DESC LIMIT {LOOKBACK}
+    ) u
+) x
+ORDER BY d.point_id"""
+
+# Per window [lo, hi): its readings, the last readings before it and the first ones after it.
+_WINDOWS = f"""
+SELECT w.point_id, x.*
+FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS w(point_id, lo, hi)
+CROSS JOIN LATERAL (
+    SELECT {_EPOCH_ARRAY} FROM (
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts < w.lo ORDER BY r.ts DESC LIMIT {LOOKBACK})
+        UNION ALL
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.lo AND r.ts < w.hi)
+        UNION ALL
+        (SELECT r.ts, r.value FROM readings r
+         WHERE r.point_id = w.point_id AND r.quality < 2 AND r.ts >= w.hi ORDER BY r.ts LIMIT %s)
+    ) u
+) x
+ORDER BY w.point_id"""
+
+_DELETE = """
+DELETE FROM intervals_15m i USING unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS s(point_id, lo, hi)
+WHERE i.point_id = s.point_id AND i.bucket >= s.lo AND i.bucket < s.hi"""
+
+_IV_DTYPE = np.dtype(
+    [("n", ">i2"), ("l_p", ">i4"), ("p", ">i4"), ("l_b", ">i4"), ("b", ">i8"), ("l_q", ">i4"), ("q", ">f8"),
+     ("l_f", ">i4"), ("f", ">i4"), ("l_c", ">i4"), ("c", ">f4")]
+)  # fmt: skip
 
 
-def rebuild_intervals(conn: psycopg.Connection, touched: dict[int, list[datetime]]) -> int:
-    """Recompute the 15-minute buckets of touched counters; return the number of buckets written."""
-    if not touched:
+@dataclass
+class BuildResult:
+    batches: int = 0  # queue rows claimed (one per committed batch of readings)
+    points: int = 0
+    buckets: int = 0  # intervals written
+    failed: list[int] = field(default_factory=list)  # points postponed after an error
+
+
+def baseline_index(values_before: np.ndarray) -> int:
+    """Index of the reading to start from among those before a window: the latest one that is
+    not below any earlier one (0 if there are none)."""
+    if len(values_before) == 0:
         return 0
-    counters = dict(
-        conn.execute(
-            "SELECT id, rollover FROM points WHERE id = ANY(%s) AND kind = 'counter'", (list(touched),)
-        ).fetchall()
-    )
-    written = 0
-    with conn.transaction():
-        for point_id, rollover in counters.items():
-            times = touched[point_id]
-            lo, hi = min(times), max(times)
-            prev = conn.execute(
-                "SELECT max(ts) FROM readings WHERE point_id = %s AND ts < %s AND quality < 2", (point_id, lo)
-            ).fetchone()[0]
-            nxt = conn.execute(
-                "SELECT min(ts) FROM readings WHERE point_id = %s AND ts > %s AND quality < 2", (point_id, hi)
-            ).fetchone()[0]
-            span_lo = _floor((prev or lo).timestamp())
-            span_hi = _floor((nxt or hi).timestamp()) + BUCKET_SECONDS
-            rows = conn.execute(
-                """SELECT extract(epoch FROM ts), value FROM readings
-                   WHERE point_id = %(p)s AND quality < 2 AND ts >= coalesce(
-                       (SELECT max(ts) FROM readings WHERE point_id = %(p)s AND quality < 2 AND ts < %(lo)s), %(lo)s)
-                     AND ts <= coalesce(
-                       (SELECT min(ts) FROM readings WHERE point_id = %(p)s AND quality < 2 AND ts >= %(hi)s), %(hi)s)
-                   ORDER BY ts""",
-                {"p": point_id, "lo": _dt(span_lo), "hi": _dt(span_hi)},
-            ).fetchall()
-            if len(rows) < 2:
+    running = np.maximum.accumulate(values_before)
+    return int(np.flatnonzero(values_before >= running)[-1])
+
+
+def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, tail_complete: bool) -> float | None:
+    """End (exclusive, a bucket boundary) of the buckets to rewrite: through the bucket of the
+    first reading after ``hi`` that is not below any reading before it, at least to ``min_end``;
+    None when the readings loaded do not show such a reading (load more).
+
+    A bucket is fully described when the readings loaded reach past its end (the core decides on
+    a reading with the next one in view), or when they are all there are (``tail_complete``).
+    """
+    if len(ts) == 0:
+        return min_end
+    running = np.maximum.accumulate(values)
+    bucket_end = ts - ts % BUCKET_SECONDS + BUCKET_SECONDS
+    described = (bucket_end <= ts[-1]) | tail_complete
+    stable = np.flatnonzero((ts > hi) & (values >= running) & described)
+    if len(stable):
+        return max(bucket_end[stable[0]], min_end)
+    if tail_complete:
+        return max(_floor(ts[-1]) + BUCKET_SECONDS, min_end)
+    return None
+
+
+def _floor(t: float) -> float:
+    return t - t % BUCKET_SECONDS
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _merge(rows) -> tuple[dict[int, tuple[datetime, datetime]], dict[int, int]]:
+    """Queue rows to one span per point (earliest to latest new reading), and failed attempts so far."""
+    spans: dict[int, tuple[datetime, datetime]] = {}
+    attempts: dict[int, int] = {}
+    for point_ids, los, his, tries in rows:
+        for point_id, lo, hi in zip(point_ids, los, his, strict=True):
+            old = spans.get(point_id)
+            spans[point_id] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+            attempts[point_id] = max(tries, attempts.get(point_id, 0))
+    return spans, attempts
+
+
+def _encode(point_id: int, bucket: np.ndarray, qty: np.ndarray, flags: np.ndarray, cov: np.ndarray) -> bytes:
+    rows = np.empty(len(bucket), dtype=_IV_DTYPE)
+    rows["n"] = 5
+    rows["l_p"], rows["l_b"], rows["l_q"], rows["l_f"], rows["l_c"] = 4, 8, 8, 4, 4
+    rows["p"] = point_id
+    rows["b"] = bucket.astype(np.int64) * 1_000_000 - PG_EPOCH_US
+    rows["q"], rows["f"], rows["c"] = qty, flags, cov
+    return rows.tobytes()
+
+
+def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildResult:
+    """Claim queued work and rebuild the intervals it names, in one transaction. Returns what was
+    done; ``batches == 0`` means the queue was empty. A point whose computation raises is put
+    back in the queue with back-off (``failed``); the others are written."""
+    if not conn.autocommit:
+        raise RuntimeError("build_intervals needs an autocommit connection")
+    result = BuildResult()
+    with conn.transaction(), conn.cursor() as cur:
+        rows = cur.execute(_CLAIM, (max_batches,)).fetchall()
+        if not rows:
+            return result
+        spans, attempts = _merge(rows)
+        ids = sorted(spans)
+        result.batches, result.points = len(rows), len(ids)
+        # Sorted lock order: two builders sharing points wait instead of deadlocking.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int4[]) AS p", (_LOCK_CLASS, ids))
+        # Where each span's rewrite starts and (at least) ends: from the bucket of the baseline the
+        # new readings are counted from, to the bucket of the first reading after them.
+        first = {}  # point -> (rollover, start bucket, minimum end bucket, latest new reading)
+        for point_id, rollover, ts_before, values_before, next_ts in cur.execute(
+            _SPANS, (ids, [spans[p][0] for p in ids], [spans[p][1] for p in ids])
+        ).fetchall():
+            lo, hi = spans[point_id]
+            if ts_before:
+                k = baseline_index(np.array(values_before, dtype=np.float64))
+                start = _floor(ts_before[k])
+            else:
+                start = _floor(lo.timestamp())
+            first[point_id] = (rollover, start, _floor((next_ts or hi).timestamp()) + BUCKET_SECONDS, hi.timestamp())
+        # Load each window with a few readings after it; where those do not show where the rewrite
+        # can end (a long run below an earlier reading, e.g. after a rollover), load more.
+        windows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        pending, tail_limit = list(first), LOOKBACK + 1
+        while pending:
+            retry = []
+            for point_id, ts_list, value_list in cur.execute(
+                _WINDOWS,
+                (pending, [_utc(first[p][1]) for p in pending], [_utc(first[p][2]) for p in pending], tail_limit),
+            ).fetchall():
+                _rollover, lo, min_hi, new_hi = first[point_id]
+                ts = np.array(ts_list or [], dtype=np.float64)
+                values = np.array(value_list or [], dtype=np.float64)
+                start = baseline_index(values[: np.searchsorted(ts, lo)])
+                ts, values = ts[start:], values[start:]
+                complete = len(ts) - np.searchsorted(ts, min_hi) < tail_limit
+                end = window_end(ts, values, new_hi, min_hi, complete or tail_limit >= MAX_TAIL)
+                if end is None:
+                    retry.append(point_id)
+                else:
+                    windows[point_id] = (ts, values, end)
+            pending, tail_limit = retry, min(tail_limit * 8, MAX_TAIL)
+
+        body: list[bytes] = []
+        affected: tuple[list, list, list] = ([], [], [])
+        for point_id, (ts, values, hi) in windows.items():
+            rollover, lo, _min_hi, _new_hi = first[point_id]
+            try:
+                iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
+            except Exception:
+                log.exception("intervals of point %d failed to build; retried later", point_id)
+                lo_dt, hi_dt = spans[point_id]
+                n = attempts[point_id] + 1
+                cur.execute(_REQUEUE, {"p": point_id, "lo": lo_dt, "hi": hi_dt, "n": n})
+                result.failed.append(point_id)
                 continue
-            arr = np.array(rows, dtype=np.float64)
-            iv = counter_intervals(arr[:, 0], arr[:, 1], rollover)
-            keep = (iv.bucket >= span_lo) & (iv.bucket < span_hi)
-            out = [
-                (point_id, _dt(b), float(q), int(f), float(c))
-                for b, q, f, c in zip(
-                    iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep], strict=True
-                )
-            ]
-            conn.execute(
-                "DELETE FROM intervals_15m WHERE point_id = %s AND bucket >= %s AND bucket < %s",
-                (point_id, _dt(span_lo), _dt(span_hi)),
-            )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO intervals_15m (point_id, bucket, quantity, flags, coverage)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    out,
-                )
-            written += len(out)
-    return written
+            affected[0].append(point_id)
+            affected[1].append(_utc(lo))
+            affected[2].append(_utc(hi))
+            keep = (iv.bucket >= lo) & (iv.bucket < hi)
+            if keep.any():
+                body.append(_encode(point_id, iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep]))
+                result.buckets += int(keep.sum())
+
+        cur.execute(_DELETE, affected)
+        if body:
+            with cur.copy(
+                "COPY intervals_15m (point_id, bucket, quantity, flags, coverage) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.write(HEADER + b"".join(body) + TRAILER)
+        refresh_rollups(conn, *affected)
+    return result
 
 
-def _dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(float(epoch), tz=UTC)
+class IntervalBuilder:
+    """Runs :func:`build_intervals` in a thread every ``period`` seconds, or right away while it
+    is falling behind. Waiting lets the work of many batches gather into one build (a point's
+    open bucket is read once, not once per batch) and leaves the machine to ingestion."""
+
+    def __init__(
+        self, database_url: str, metrics: CollectorMetrics, period: float = 5.0, max_batches: int = 500
+    ) -> None:
+        self.database_url = database_url
+        self.metrics = metrics
+        self.period = period
+        self.max_batches = max_batches  # queue rows per transaction
+        self.wakeup = threading.Event()
+
+    def run(self, stop: threading.Event, drain_timeout: float = 10.0) -> None:
+        """Build until ``stop`` is set, then bring the intervals up to date (for at most
+        ``drain_timeout`` seconds) so that a stopped collector leaves current intervals behind."""
+        conn: psycopg.Connection | None = None
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=10)
+                done = self._cycle(conn)
+                backoff = 0.5
+                if done.batches < self.max_batches:  # not falling behind: let work gather, and ingest run
+                    self.wakeup.wait(self.period)
+                    self.wakeup.clear()
+            except psycopg.OperationalError as exc:
+                log.warning("interval builder: database unavailable (%s); retrying", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:  # the queue keeps the work; the backlog metric shows it is not moving
+                log.exception("interval build failed; retrying in %.0f s", self.period)
+                stop.wait(self.period)
+        deadline = time.monotonic() + drain_timeout
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
+            while time.monotonic() < deadline and self._cycle(conn).batches:
+                pass
+        except psycopg.Error as exc:
+            log.warning("intervals left queued on stop (%s); the next start builds them", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _cycle(self, conn: psycopg.Connection) -> BuildResult:
+        done = build_intervals(conn, self.max_batches)
+        self.metrics.intervals_written.inc(done.buckets)
+        self.metrics.interval_failures.inc(len(done.failed))
+        (backlog,) = conn.execute("SELECT coalesce(sum(cardinality(point_ids)), 0) FROM interval_dirty").fetchone()
+        self.metrics.interval_backlog.set(backlog)
+        return done

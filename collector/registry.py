@@ -7,6 +7,7 @@ only points it owns and to turn point names into ids.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from carbonwatch.contracts.regions import city_code, province_code
-from carbonwatch.contracts.site import Site
+from carbonwatch.contracts.site import ID_PATTERN, Site
 
 
 def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> dict[str, int]:
@@ -92,42 +93,98 @@ def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> d
 @dataclass(frozen=True)
 class GatewayEntry:
     gateway_id: int
-    points: dict[str, int]  # point name -> point id, only the points this gateway owns
+    points: dict[str, int]  # point name -> point id, only the active points this gateway owns
+
+
+_POINT_ID = re.compile(ID_PATTERN)
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not be read and the cache cannot answer; try again later."""
+
+
+_GATEWAY_SQL = """SELECT g.enterprise, g.gateway, g.id, p.point, p.id
+                  FROM gateways g LEFT JOIN points p ON p.gateway_id = g.id AND p.active"""
 
 
 class Registry:
-    """Thread-safe cache of (enterprise, gateway) -> owned points, refreshed from the database."""
+    """Thread-safe cache of (enterprise, gateway) -> owned points, refreshed from the database.
 
-    def __init__(self, conninfo: str, max_age: float = 30.0, min_refresh: float = 2.0) -> None:
+    The whole registry is reloaded every ``max_age`` seconds. A gateway missing from the cache,
+    or a point missing from a gateway, is looked up on its own at once (a site registered a
+    moment ago must not have its first messages refused), at most every ``min_refresh`` seconds
+    per gateway so that a misconfigured gateway cannot make us hammer the database. When the
+    database is unreachable the cache answers for gateways it knows and
+    :class:`RegistryUnavailable` is raised for the others.
+    """
+
+    def __init__(self, conninfo: str, max_age: float = 60.0, min_refresh: float = 2.0) -> None:
         self._conninfo = conninfo
         self._max_age = max_age
-        self._min_refresh = min_refresh  # unknown gateways cannot make us hammer the database
+        self._min_refresh = min_refresh
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], GatewayEntry] = {}
-        self._loaded_at = 0.0
+        self._refresh_after = -float("inf")  # monotonic time of the next full reload
+        self._asked: dict[tuple[str, str], float] = {}  # last single-gateway lookup, per gateway
 
-    def refresh(self) -> None:
-        with psycopg.connect(self._conninfo) as conn:
-            rows = conn.execute(
-                """SELECT g.enterprise, g.gateway, g.id, p.point, p.id
-                   FROM gateways g LEFT JOIN points p ON p.gateway_id = g.id AND p.active"""
-            ).fetchall()
+    def _query(self, where: str = "", params: tuple = ()) -> dict[tuple[str, str], GatewayEntry]:
+        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+            rows = conn.execute(_GATEWAY_SQL + where, params).fetchall()
         entries: dict[tuple[str, str], GatewayEntry] = {}
         for enterprise, gateway, gateway_id, point, point_id in rows:
             entry = entries.setdefault((enterprise, gateway), GatewayEntry(gateway_id, {}))
-            if point is not None:
+            if point is not None and _POINT_ID.fullmatch(point):  # no valid payload can name another
                 entry.points[point] = point_id
+        return entries
+
+    def refresh(self) -> None:
+        entries = self._query()
         with self._lock:
             self._entries = entries
-            self._loaded_at = time.monotonic()
+            self._refresh_after = time.monotonic() + self._max_age
+            self._asked.clear()
 
     def lookup(self, enterprise: str, gateway: str) -> GatewayEntry | None:
-        """The gateway's entry; an unknown gateway triggers one refresh (it may be newly registered)."""
+        """The gateway's entry, or None if it is not registered."""
+        key = (enterprise, gateway)
         with self._lock:
-            age = time.monotonic() - self._loaded_at
-            entry = self._entries.get((enterprise, gateway))
-        if age > self._max_age or (entry is None and age > self._min_refresh):
-            self.refresh()
+            due = time.monotonic() >= self._refresh_after
+            entry = self._entries.get(key)
+        if due:
+            try:
+                self.refresh()
+            except psycopg.Error as exc:
+                with self._lock:
+                    self._refresh_after = time.monotonic() + self._min_refresh
+                if entry is None:
+                    raise RegistryUnavailable(str(exc)) from exc
+                return entry  # keep serving the known gateways while the database is away
             with self._lock:
-                entry = self._entries.get((enterprise, gateway))
-        return entry
+                entry = self._entries.get(key)
+        return entry if entry is not None else self.reload(enterprise, gateway)
+
+    def reload(self, enterprise: str, gateway: str) -> GatewayEntry | None:
+        """Read one gateway afresh (rate-limited per gateway); its entry, or None if unknown."""
+        key = (enterprise, gateway)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._asked.get(key, -float("inf")) < self._min_refresh:
+                return self._entries.get(key)
+            if len(self._asked) > 100_000:  # topics come from outside: keep this bounded
+                self._asked.clear()
+            self._asked[key] = now
+        try:
+            found = self._query(" WHERE g.enterprise = %s AND g.gateway = %s", key)
+        except psycopg.Error as exc:
+            with self._lock:
+                self._asked.pop(key, None)
+                entry = self._entries.get(key)
+            if entry is None:
+                raise RegistryUnavailable(str(exc)) from exc
+            return entry
+        with self._lock:
+            if key in found:
+                self._entries[key] = found[key]
+            else:
+                self._entries.pop(key, None)
+            return self._entries.get(key)

@@ -36,3 +36,14 @@ def test_timescale_path_makes_hypertables(db_url):
             pytest.skip("the timescaledb extension is not installed on this PostgreSQL; plain path tested instead")
         rows = conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables").fetchall()
         assert {"readings", "intervals_15m"} <= {r[0] for r in rows}
+
+
+def test_pending_migrations_are_reported_until_applied(pg_admin_url):
+    from fleet import scratch_database
+
+    from carbonwatch.collector.db import pending_migrations
+
+    with scratch_database(pg_admin_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        assert pending_migrations(conn) == sorted({m.version for m in available_migrations()})
+        migrate(conn)
+        assert pending_migrations(conn) == []
