@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from carbonwatch.contracts.payload import telemetry_filter
 
 from .db import pending_migrations
+from .health import HealthConsumer, HealthWriter
 from .intervals import IntervalBuilder
 from .metrics import CollectorMetrics
 from .registry import Registry, RegistryUnavailable
@@ -75,10 +76,43 @@ class CollectorSettings:
     max_future_skew: float = 600.0  # readings further ahead of our clock are refused
     interval_period: float = 5.0  # seconds between interval-builder runs when idle
     build_intervals: bool = True
+    ingest_health: bool = True  # also consume the status and events topics (see health.py)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     drain_timeout: float = 10.0  # on stop, seconds to commit what was received before leaving
     writers: int = 2  # transactions in flight at once (their acknowledgements stay in order)
+
+
+def mqtt_client(s: CollectorSettings, client_id: str) -> mqtt.Client:
+    """A paho client with the collector's broker settings; messages are acknowledged by us."""
+    v5 = s.mqtt_protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+        manual_ack=True,
+    )
+    if s.mqtt_username:
+        client.username_pw_set(s.mqtt_username, s.mqtt_password)
+    if s.mqtt_tls_ca or s.mqtt_tls_cert:
+        client.tls_set(ca_certs=s.mqtt_tls_ca, certfile=s.mqtt_tls_cert, keyfile=s.mqtt_tls_key)
+    # A random first delay per collector: a fleet that lost its broker does not return in step.
+    client.reconnect_delay_set(min_delay=random.uniform(1, 2), max_delay=30)
+    return client
+
+
+def connect_persistent(client: mqtt.Client, s: CollectorSettings) -> None:
+    """Connect in the background with a persistent session (the broker keeps what we miss)."""
+    kwargs = {}
+    props = None
+    if s.mqtt_protocol == "5":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry
+        props.ReceiveMaximum = s.receive_maximum
+        kwargs["clean_start"] = False
+    client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=30, properties=props, **kwargs)
+    client.loop_start()
 
 
 class Collector:
@@ -106,20 +140,7 @@ class Collector:
     # --- MQTT side -----------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        v5 = self.s.mqtt_protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.s.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        if self.s.mqtt_username:
-            client.username_pw_set(self.s.mqtt_username, self.s.mqtt_password)
-        if self.s.mqtt_tls_ca or self.s.mqtt_tls_cert:
-            client.tls_set(ca_certs=self.s.mqtt_tls_ca, certfile=self.s.mqtt_tls_cert, keyfile=self.s.mqtt_tls_key)
-        # A random first delay per collector: a fleet that lost its broker does not return in step.
-        client.reconnect_delay_set(min_delay=random.uniform(1, 2), max_delay=30)
+        client = mqtt_client(self.s, self.s.client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -170,15 +191,15 @@ class Collector:
 
     def start(self) -> None:
         """Connect to the broker (in the background, reconnecting by itself)."""
-        kwargs = {}
-        props = None
-        if self.s.mqtt_protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.s.session_expiry
-            props.ReceiveMaximum = self.s.receive_maximum
-            kwargs["clean_start"] = False
-        self._client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30, properties=props, **kwargs)
-        self._client.loop_start()
+        connect_persistent(self._client, self.s)
+
+    def _start_health(self) -> HealthConsumer:
+        group = self.s.shared_group if self.s.mqtt_protocol == "5" else None
+        writer = HealthWriter(self.s.database_url, self.registry, self.metrics)
+        health = HealthConsumer(mqtt_client(self.s, f"{self.s.client_id}-health"), writer, group)
+        health.start()
+        connect_persistent(health.client, self.s)
+        return health
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -210,6 +231,7 @@ class Collector:
             threads.append(builder)
         server = self.metrics.serve(self.s.metrics_port, self.s.metrics_host) if self.s.metrics_port else None
         self.start()
+        health = self._start_health() if self.s.ingest_health else None
         for t in threads:
             t.start()
         pool = ThreadPoolExecutor(self.s.writers, thread_name_prefix="collector-writer")
@@ -247,6 +269,10 @@ class Collector:
                 builder.join(self.s.drain_timeout + 10)
             self._client.disconnect()
             self._client.loop_stop()
+            if health is not None:
+                health.client.disconnect()
+                health.client.loop_stop()
+                health.stop()
             for conn in self._conns:
                 conn.close()
             if server is not None:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from .validate import REASONS
 
 OUTCOMES = ("stored", "dead_letter")
+HEALTH_OUTCOMES = ("status", "events", "dead_letter")
 _LAG_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 183 * 86400)
 
 
@@ -54,6 +55,11 @@ class CollectorMetrics:
         self.interval_failures = Counter(
             p + "interval_failures_total", "Points whose intervals failed to build (retried later)", registry=r
         )
+        self.health_messages = Counter(
+            p + "health_messages_total", "Status and events messages handled, by outcome", ["outcome"], registry=r
+        )
+        for outcome in HEALTH_OUTCOMES:
+            self.health_messages.labels(outcome)
         for outcome in OUTCOMES:
             self.messages.labels(outcome)
         for reason in REASONS:

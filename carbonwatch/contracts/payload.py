@@ -193,6 +193,11 @@ class Status(_Wire):
     buffer: BufferHealth | None = None
 
 
+def decode_status(payload: bytes | str) -> Status:
+    """Parse and validate a status payload; raises pydantic.ValidationError or ValueError."""
+    return Status.model_validate_json(payload)
+
+
 def offline_status(enterprise: str, gateway: str) -> bytes:
     """The last-will payload: published by the broker when the agent vanishes."""
     doc = {
