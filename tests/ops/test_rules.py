@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 import yaml
+
 from support import REPO
 
 DEPLOY = REPO / "deploy"
@@ -25,7 +26,9 @@ RUNBOOKS = REPO / "docs" / "operations.md"
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package prometheus / prometheus-alertmanager); .ci/run installs it")
+        pytest.skip(
+            f"{name} is not installed (Debian package prometheus / prometheus-alertmanager); .ci/run installs it"
+        )
     return path
 
 
