@@ -68,12 +68,13 @@ def test_every_alert_has_a_unit_test_a_runbook_and_a_severity():
 
 
 def test_rules_use_only_metrics_that_exist():
-    """Every carbonwatch_* name in a rule is defined by the agent's or the collector's metrics."""
+    """Every carbonwatch_* name in a rule is defined by the agent's, the collector's or the uploader's metrics."""
     from carbonwatch.collector.metrics import CollectorMetrics
+    from carbonwatch.collector.upload.service import UploadMetrics
     from carbonwatch.edge.metrics import EdgeMetrics
 
     known = set()
-    for registry in (EdgeMetrics().registry, CollectorMetrics().registry):
+    for registry in (EdgeMetrics().registry, CollectorMetrics().registry, UploadMetrics().registry):
         for family in registry.collect():
             known.add(family.name + ("_total" if family.type == "counter" else ""))
     used = set(re.findall(r"carbonwatch_\w+", RULES.read_text("utf-8")))
