@@ -1,5 +1,6 @@
 """Per-gateway gauges for alerting, read from the database: online state, time of the last
-status, and 15-minute completeness over the last 24 hours.
+status, 15-minute completeness over the last 24 hours, and each meter's last successful read
+as its gateway last reported it (the centre's view, for gateways it cannot scrape).
 
 The database is the fleet's memory: a collector that restarts exports every registered gateway
 again at once, including those that went silent before it started, so the alert rules see a
@@ -27,6 +28,14 @@ LEFT JOIN cw_completeness(now() - interval '24 hours', now()) c ON c.point_id = 
 GROUP BY e.province, g.enterprise, g.gateway, g.state, g.status_at
 """
 
+_METERS = """
+SELECT e.province, g.enterprise, g.gateway, d.meter, extract(epoch FROM d.last_success)
+FROM device_health d
+JOIN gateways g ON g.id = d.gateway_id
+JOIN enterprises e ON e.code = g.enterprise
+WHERE d.last_success IS NOT NULL
+"""
+
 
 def refresh_fleet(conn: psycopg.Connection, metrics: CollectorMetrics) -> int:
     """Set the per-gateway gauges from the database; returns the number of gateways."""
@@ -39,6 +48,8 @@ def refresh_fleet(conn: psycopg.Connection, metrics: CollectorMetrics) -> int:
         metrics.gateway_expected.labels(*labels).set(expected)
         # No slot expected yet (a gateway registered minutes ago) counts as complete.
         metrics.gateway_completeness.labels(*labels).set(received / expected if expected else 1.0)
+    for province, enterprise, gateway, meter, last_success in conn.execute(_METERS):
+        metrics.meter_last_success.labels(province, enterprise, gateway, meter).set(float(last_success))
     return len(rows)
 
 

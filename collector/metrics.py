@@ -82,6 +82,12 @@ class CollectorMetrics:
         self.gateway_expected = Gauge(
             p + "gateway_expected_values", "15-minute values expected over the last 24 h", gw, registry=r
         )
+        self.meter_last_success = Gauge(
+            p + "meter_last_success_timestamp_seconds",
+            "When the meter last answered a full poll, as its gateway's status reported it",
+            [*gw, "meter"],
+            registry=r,
+        )
         self.health_messages = Counter(
             p + "health_messages_total", "Status and events messages handled, by outcome", ["outcome"], registry=r
         )

@@ -48,8 +48,18 @@ def test_gateway_state_and_completeness_come_from_the_database(db_url, conn):
         ("offline", 400, gw1),
     )
 
+    conn.execute(
+        """INSERT INTO device_health (gateway_id, meter, state, last_success, reported_at)
+           SELECT id, 'm-silent', 'down', now() - interval '20 minutes', now() FROM gateways WHERE gateway = %s""",
+        (gw0,),
+    )
     metrics = CollectorMetrics()
     assert refresh_fleet(conn, metrics) == 2
+    meter = metrics.registry.get_sample_value(
+        "carbonwatch_collector_meter_last_success_timestamp_seconds",
+        {"province": "140000", "enterprise": code, "gateway": gw0, "meter": "m-silent"},
+    )
+    assert now.timestamp() - meter == pytest.approx(1200, abs=30)
 
     def value(name: str, gateway: str) -> float | None:
         labels = {"province": "140000", "enterprise": code, "gateway": gateway}
