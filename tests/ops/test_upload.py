@@ -1,7 +1,8 @@
 """The upload adapter against two local HTTPS receivers (a test CA made with openssl), one of
-which fails for a while: first answering 503, then not listening at all (connection refused),
-across a restart of the uploader. Every indicator arrives exactly once at both, in the order it
-was built, with the right figures; the healthy destination is never held back.
+which fails for a while: first acknowledging only part of a batch, then answering 503, then not
+listening at all (connection refused), across a restart of the uploader. Every indicator
+arrives exactly once at both, in the order it was built, with the right figures; the healthy
+destination is never held back.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +30,7 @@ from carbonwatch.contracts.payload import encode_telemetry, topic, utc_iso
 from carbonwatch.contracts.site import Site, SiteConfigError
 from carbonwatch.embedded import free_port
 
-from support import make_pki, site_from_file, wait_until
+from support import REPO, make_pki, site_from_file, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,9 +48,11 @@ class Receiver:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
         self.failing = False
+        self.partial_ack = False  # answer 200 but leave the first key out of the acknowledgement
         self.arrivals: list[str] = []  # indicator keys stored, in arrival order (duplicates kept)
         self.docs: dict[str, dict] = {}
         self.refused_503 = 0
+        self.partial_acks = 0
         self.headers: list[str] = []
         self._server = None
 
@@ -62,8 +67,16 @@ class Receiver:
                     self.send_response(503)
                     self.end_headers()
                     return
-                receiver.headers.append(self.headers.get("Idempotency-Key", ""))
                 keys = [doc["key"] for doc in body["indicators"]]
+                if receiver.partial_ack:  # the platform refused the first indicator: stores nothing
+                    receiver.partial_acks += 1
+                    out = json.dumps({"ack": keys[1:]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
+                receiver.headers.append(self.headers.get("Idempotency-Key", ""))
                 for doc in body["indicators"]:
                     receiver.arrivals.append(doc["key"])
                     receiver.docs.setdefault(doc["key"], doc)
@@ -166,11 +179,14 @@ def destination(db_url: str, name: str) -> tuple:
 def test_both_platforms_get_every_indicator_once_in_order(db_url, tmp_path, pki):
     site = load_history(db_url)
     a, b = Receiver(pki, "national").start(), Receiver(pki, "province").start()
-    b.failing = True
+    b.partial_ack = True
     config = write_config(tmp_path, pki, a, b)
     expected_count = 100 + 1 + 1  # 15-minute periods from 00:00 to 01:00 next day, Feb 28, February
     try:
         with Running(Uploader(config, db_url)):
+            wait_until(lambda: b.partial_acks >= 2, 30, what="a partial acknowledgement to be retried")
+            assert "not acknowledged" in destination(db_url, "province")[2]
+            b.partial_ack, b.failing = False, True
             wait_until(lambda: len(a.arrivals) == expected_count, 60, what="every indicator at the healthy platform")
             wait_until(lambda: b.refused_503 >= 3, 30, what="the failing platform to be tried again")
         assert b.arrivals == []
@@ -231,3 +247,22 @@ def test_bad_upload_configuration_names_the_field(tmp_path):
     text = str(err.value)
     assert f"{path}:3: destinations[0].url: Value error, must be an https:// URL" in text
     assert f"{path}:4: batch_sise: unknown field; did you mean 'batch_size'?" in text
+
+
+def test_shipped_sample_configuration_loads():
+    config = load_upload_config(REPO / "collector" / "upload" / "upload.yaml")
+    assert [d.name for d in config.destinations] == ["national", "province"]
+    assert all(d.url.startswith("https://") for d in config.destinations)
+    assert config.periods == ["15min", "day", "month"]
+
+
+def test_cli_refuses_a_bad_configuration(tmp_path):
+    path = tmp_path / "upload.yaml"
+    path.write_text('since: "2026-01-01T00:00:00"\ndestinations: []\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "carbonwatch", "upload", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"{path}:1: since: Input should have timezone info" in done.stderr
+    assert f"{path}:2: destinations: List should have at least 1 item" in done.stderr
