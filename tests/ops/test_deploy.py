@@ -47,10 +47,7 @@ def _compose_cli() -> list[str] | None:
 def test_compose_file_validates():
     cli = _compose_cli()
     if cli is not None:
-        env = dict(os.environ, POSTGRES_PASSWORD="x")
-        done = subprocess.run(
-            [*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60, env=env
-        )
+        done = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         print(f"validated with {' '.join(cli)} config -q")
     else:
