@@ -149,12 +149,20 @@ def cmd_collector(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     import threading
 
+    import psycopg
+
     from carbonwatch.collector.db import database_url
     from carbonwatch.collector.upload.config import load_upload_config
     from carbonwatch.collector.upload.service import Uploader
 
     config = load_upload_config(args.config)
-    uploader = Uploader(config, database_url(args.database_url or config.database_url))
+    url = database_url(args.database_url or config.database_url)
+    uploader = Uploader(config, url)
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            uploader.check(conn)
+    except (psycopg.Error, ValueError) as exc:
+        raise CommandError(f"{args.config}: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

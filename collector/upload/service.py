@@ -54,6 +54,17 @@ class Uploader:
             self.metrics.acked.labels(d.name)
             self.metrics.failures.labels(d.name)
 
+    def check(self, conn: psycopg.Connection) -> None:
+        """Refuse to start on configured enterprises the registry does not know."""
+        if not self.config.enterprises:
+            return
+        known = {
+            r[0] for r in conn.execute("SELECT code FROM enterprises WHERE code = ANY(%s)", (self.config.enterprises,))
+        }
+        missing = [e for e in self.config.enterprises if e not in known]
+        if missing:
+            raise ValueError(f"enterprises: not registered: {', '.join(missing)} (carbonwatch db register SITE.yaml)")
+
     # --- building ---------------------------------------------------------------------------
 
     def build_once(self, conn: psycopg.Connection, now: datetime | None = None) -> int:

@@ -266,3 +266,17 @@ def test_cli_refuses_a_bad_configuration(tmp_path):
     assert done.returncode == 2
     assert f"{path}:1: since: Input should have timezone info" in done.stderr
     assert f"{path}:2: destinations: List should have at least 1 item" in done.stderr
+
+
+def test_cli_refuses_an_unregistered_enterprise(db_url, tmp_path):
+    path = tmp_path / "upload.yaml"
+    path.write_text(
+        'since: "2026-01-01T00:00:00+08:00"\nenterprises: ["91140105MA0K7Q2B30"]\n'
+        'destinations: [{name: national, url: "https://127.0.0.1:1/x"}]\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "carbonwatch", "upload", "--config", str(path), "--database-url", db_url],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "enterprises: not registered: 91140105MA0K7Q2B30" in done.stderr
