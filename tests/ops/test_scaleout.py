@@ -58,14 +58,16 @@ def bridge_config(centre_port: int) -> str:
 
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed (Debian package mosquitto)")
 def test_gateway_behind_a_bridge_into_two_collectors(db_url, tmp_path):
-    centre = LocalMosquitto(tmp_path / "centre").start()
-    regional = LocalMosquitto(tmp_path / "regional", extra_config=bridge_config(centre.port)).start()
+    centre = LocalMosquitto(tmp_path / "centre")
+    regional = LocalMosquitto(tmp_path / "regional", extra_config=bridge_config(centre.port))
     site = localise(site_from_file("demo-shanxi-chemical.yaml"), tmp_path, regional.port, {}, poll_interval=1.0)
     gateway = site.gateways[0].id
     with psycopg.connect(db_url) as conn:
         register_site(conn, site)
     point_count = sum(len(m.points) for m in site.gateways[0].meters)
     try:
+        centre.start()
+        regional.start()
         with (
             CollectorThread(db_url, centre.port, client_id="collector-a") as a,
             CollectorThread(db_url, centre.port, client_id="collector-b") as b,

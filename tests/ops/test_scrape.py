@@ -37,16 +37,16 @@ def test_prometheus_scrapes_agent_and_collector(db_url, broker, tmp_path):
         agent.metrics_port = agent.metrics.serve(free_port(), "127.0.0.1")  # loopback only, before run()
         stop = asyncio.Event()
         done = bg.spawn(agent.run(stop))
-        labels = {"province": "140000", "enterprise": code, "gateway": gateway}
-        config = render_config(
-            tmp_path,
-            {
-                "edge": [(f"127.0.0.1:{agent.metrics_port}", labels)],
-                "collector": [(f"127.0.0.1:{collector_port}", {})],
-            },
-            rule_files=[DEPLOY_PROM / "rules" / "carbonwatch.rules.yml"],
-        )
         try:
+            labels = {"province": "140000", "enterprise": code, "gateway": gateway}
+            config = render_config(
+                tmp_path,
+                {
+                    "edge": [(f"127.0.0.1:{agent.metrics_port}", labels)],
+                    "collector": [(f"127.0.0.1:{collector_port}", {})],
+                },
+                rule_files=[DEPLOY_PROM / "rules" / "carbonwatch.rules.yml"],
+            )
             with PrometheusServer(config, tmp_path) as prom:
                 try:
                     wait_until(lambda: prom.targets_up("edge") and prom.targets_up("collector"), 60, what="targets up")
