@@ -212,6 +212,9 @@ def test_gateway_install_into_a_temp_prefix(tmp_path):
     done = subprocess.run(
         ["sh", str(REPO / "deploy" / "edge" / "install.sh")], capture_output=True, text=True, timeout=240, env=env
     )
+    offline = ("Failed to establish a new connection", "Temporary failure in name resolution", "Network is unreachable")
+    if done.returncode != 0 and any(o in done.stderr for o in offline):
+        pytest.skip(f"install.sh needs the package index for carbonwatch[edge]'s dependencies: {done.stderr[-300:]}")
     assert done.returncode == 0, done.stdout + done.stderr
     python = tmp_path / "prefix" / "venv" / "bin" / "python"
     version = subprocess.run([tmp_path / "prefix/venv/bin/carbonwatch", "--version"], capture_output=True, text=True)
