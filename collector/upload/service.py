@@ -193,6 +193,8 @@ class Uploader:
                     if conn is not None:
                         conn.close()
                     conn = None
+                except Exception:  # e.g. a point the accounting refuses: senders go on, the cursor stays
+                    log.exception("upload builder failed; retrying in %.0f s", self.config.build_interval)
                 stop.wait(self.config.build_interval)
         finally:
             stop.set()
