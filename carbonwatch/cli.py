@@ -146,6 +146,30 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    import threading
+
+    import psycopg
+
+    from carbonwatch.collector.db import database_url
+    from carbonwatch.collector.upload.config import load_upload_config
+    from carbonwatch.collector.upload.service import Uploader
+
+    config = load_upload_config(args.config)
+    url = database_url(args.database_url or config.database_url)
+    uploader = Uploader(config, url)
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            uploader.check(conn)
+    except (psycopg.Error, ValueError) as exc:
+        raise CommandError(f"{args.config}: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    uploader.run(stop, args.metrics_port, args.metrics_host)
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -353,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
     p.set_defaults(func=cmd_collector)
+
+    p = sub.add_parser("upload", help="send indicators to the online monitoring platforms over HTTPS")
+    p.add_argument("--config", required=True, help="upload configuration YAML (sample: collector/upload/upload.yaml)")
+    p.add_argument("--database-url", help="PostgreSQL URL (default: the file's, else $CARBONWATCH_DATABASE_URL)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("api", help="serve the HTTP API and the dashboard")
     _db_url_option(p)

@@ -75,6 +75,7 @@ class CollectorSettings:
     flush_interval: float = 0.5  # seconds from a batch's first message to its commit, at most
     max_future_skew: float = 600.0  # readings further ahead of our clock are refused
     interval_period: float = 5.0  # seconds between interval-builder runs when idle
+    fleet_period: float = 60.0  # seconds between refreshes of the per-gateway gauges (fleet.py)
     build_intervals: bool = True
     ingest_health: bool = True  # also consume the status and events topics (see health.py)
     metrics_port: int | None = None
@@ -120,7 +121,9 @@ class Collector:
         self.s = settings
         self.metrics = CollectorMetrics()
         self.registry = Registry(settings.database_url)
-        self.builder = IntervalBuilder(settings.database_url, self.metrics, settings.interval_period)
+        self.builder = IntervalBuilder(
+            settings.database_url, self.metrics, settings.interval_period, fleet_period=settings.fleet_period
+        )
         self._inbox: queue.Queue[Message] = queue.Queue(maxsize=settings.receive_maximum + 100)
         self._ready: queue.Queue = queue.Queue(maxsize=settings.writers)
         self._stop = threading.Event()  # stop taking messages; commit what we have

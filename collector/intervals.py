@@ -37,7 +37,8 @@ import psycopg
 from carbonwatch.accounting.intervals import BUCKET_SECONDS, counter_intervals
 
 from .copy_format import HEADER, PG_EPOCH_US, TRAILER
-from .metrics import CollectorMetrics
+from .fleet import FleetRefresher
+from .metrics import COUNTER_FLAGS, CollectorMetrics
 from .rollups import refresh_rollups
 
 log = logging.getLogger("carbonwatch.collector.intervals")
@@ -109,6 +110,7 @@ class BuildResult:
     points: int = 0
     buckets: int = 0  # intervals written
     failed: list[int] = field(default_factory=list)  # points postponed after an error
+    flags: dict[int, int] = field(default_factory=dict)  # flag bit -> intervals written with it
 
 
 def baseline_index(values_before: np.ndarray) -> int:
@@ -243,6 +245,10 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
             if keep.any():
                 body.append(_encode(point_id, iv.bucket[keep], iv.quantity[keep], iv.flags[keep], iv.coverage[keep]))
                 result.buckets += int(keep.sum())
+                flagged = iv.flags[keep]
+                for bit in COUNTER_FLAGS.values():
+                    if n := int(np.count_nonzero(flagged & bit)):
+                        result.flags[bit] = result.flags.get(bit, 0) + n
 
         cur.execute(_DELETE, affected)
         if body:
@@ -260,10 +266,16 @@ class IntervalBuilder:
     open bucket is read once, not once per batch) and leaves the machine to ingestion."""
 
     def __init__(
-        self, database_url: str, metrics: CollectorMetrics, period: float = 5.0, max_batches: int = 500
+        self,
+        database_url: str,
+        metrics: CollectorMetrics,
+        period: float = 5.0,
+        max_batches: int = 500,
+        fleet_period: float = 60.0,
     ) -> None:
         self.database_url = database_url
         self.metrics = metrics
+        self.fleet = FleetRefresher(metrics, fleet_period)
         self.period = period
         self.max_batches = max_batches  # queue rows per transaction
         self.wakeup = threading.Event()
@@ -308,6 +320,10 @@ class IntervalBuilder:
         done = build_intervals(conn, self.max_batches)
         self.metrics.intervals_written.inc(done.buckets)
         self.metrics.interval_failures.inc(len(done.failed))
+        for name, bit in COUNTER_FLAGS.items():
+            if bit in done.flags:
+                self.metrics.flagged_intervals.labels(name).inc(done.flags[bit])
         (backlog,) = conn.execute("SELECT coalesce(sum(cardinality(point_ids)), 0) FROM interval_dirty").fetchone()
         self.metrics.interval_backlog.set(backlog)
+        self.fleet.maybe_refresh(conn)
         return done

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from carbonwatch.accounting.flags import FLAG_BACKWARDS, FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
+
 from .validate import REASONS
 
 OUTCOMES = ("stored", "dead_letter")
+COUNTER_FLAGS = {"rollover": FLAG_ROLLOVER, "backwards": FLAG_BACKWARDS, "reset": FLAG_RESET, "spike": FLAG_SPIKE}
 HEALTH_OUTCOMES = ("status", "events", "dead_letter")
 _LAG_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 183 * 86400)
 
@@ -55,6 +58,36 @@ class CollectorMetrics:
         self.interval_failures = Counter(
             p + "interval_failures_total", "Points whose intervals failed to build (retried later)", registry=r
         )
+        self.flagged_intervals = Counter(
+            p + "flagged_intervals_total",
+            "15-minute intervals written with a counter flag, by flag (a rewritten interval counts again)",
+            ["flag"],
+            registry=r,
+        )
+        # Per-gateway gauges from the database (collector/fleet.py): every collector exports the
+        # same values, so rules take max by gateway. Bounded by the registry, not by readings.
+        gw = ["province", "enterprise", "gateway"]
+        self.gateway_online = Gauge(
+            p + "gateway_online", "1 when the gateway's last status says online, 0 after its last will", gw, registry=r
+        )
+        self.gateway_status_time = Gauge(
+            p + "gateway_status_timestamp_seconds", "Unix time the gateway's last status arrived", gw, registry=r
+        )
+        self.gateway_completeness = Gauge(
+            p + "gateway_completeness_ratio",
+            "15-minute values received / expected over the last 24 h, all active points of the gateway",
+            gw,
+            registry=r,
+        )
+        self.gateway_expected = Gauge(
+            p + "gateway_expected_values", "15-minute values expected over the last 24 h", gw, registry=r
+        )
+        self.meter_last_success = Gauge(
+            p + "meter_last_success_timestamp_seconds",
+            "When the meter last answered a full poll, as its gateway's status reported it",
+            [*gw, "meter"],
+            registry=r,
+        )
         self.health_messages = Counter(
             p + "health_messages_total", "Status and events messages handled, by outcome", ["outcome"], registry=r
         )
@@ -64,6 +97,8 @@ class CollectorMetrics:
             self.messages.labels(outcome)
         for reason in REASONS:
             self.dead_letters.labels(reason)
+        for flag in COUNTER_FLAGS:
+            self.flagged_intervals.labels(flag)
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Serve /metrics on ``addr:port``; returns the HTTP server (call ``shutdown()`` to stop)."""

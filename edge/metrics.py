@@ -50,6 +50,12 @@ class EdgeMetrics:
             ["device"],
             registry=r,
         )
+        self.counter_events = Counter(
+            "carbonwatch_edge_counter_events_total",
+            "Cumulative counters read lower than before, by kind (counter_backwards, counter_rollover)",
+            ["device", "kind"],
+            registry=r,
+        )
         self.slots_missed = Counter(
             "carbonwatch_edge_poll_slots_missed_total",
             "Poll slots a healthy device missed because its bus was busy",

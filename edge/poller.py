@@ -34,8 +34,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from carbonwatch.contracts.payload import utc_iso
-from carbonwatch.contracts.site import Area, Meter, SerialConnection, TcpConnection
+from carbonwatch.contracts.payload import EventKind, utc_iso
+from carbonwatch.contracts.site import Area, Kind, Meter, SerialConnection, TcpConnection
 
 from .counters import CounterGuard
 from .metrics import EdgeMetrics
@@ -141,6 +141,10 @@ class BusPoller:
             # The first poll is at once, so a start-up reports every device's real state within
             # seconds; from then on polls follow the wall-clock grid.
             self.devices[m.id] = Device(m, plan_reads(m), m.poll_interval or self.default_interval, now)
+            if any(p.kind is Kind.COUNTER for p in m.points):
+                # Present at 0 from the start, so the first anomaly is an increase the alert rule sees.
+                for kind in (EventKind.COUNTER_BACKWARDS, EventKind.COUNTER_ROLLOVER):
+                    self.metrics.counter_events.labels(m.id, kind.value)
         self.client = None
         self.guard = CounterGuard()
         self._digits = {p.id: decimals(p.type, p.scale, p.offset) for m in self.meters for p in m.points}
@@ -345,6 +349,7 @@ class BusPoller:
             judgement = self.guard.judge(point, value)
             readings.append({"p": point.id, "t": t, "v": value, "q": judgement.quality.value})
             if judgement.event is not None:
+                self.metrics.counter_events.labels(device.id, judgement.event.value).inc()
                 events.append(
                     {
                         "kind": judgement.event.value,

@@ -144,3 +144,23 @@ class CollectorThread:
     def __exit__(self, *exc: object) -> None:
         self.stop_event.set()
         self._thread.join(20)
+
+
+def make_pki(d: Path, client_cn: str = "gw-sample") -> Path:
+    """A test CA (ca.pem) in ``d``, a server certificate for localhost/127.0.0.1 (server.pem/.key)
+    and a client certificate with CN ``client_cn`` (client.pem/.key), made with openssl."""
+    import subprocess
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=d, check=True, capture_output=True, timeout=60)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=cw CA")
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn, ext in (("server", "localhost", ("-extfile", "san.ext")), ("client", client_cn, ())):
+        run("openssl", "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        run(
+            "openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *ext,
+        )  # fmt: skip
+    return d

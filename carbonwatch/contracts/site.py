@@ -15,7 +15,7 @@ import difflib
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -468,6 +468,9 @@ class Site(Strict):
 # --- loading --------------------------------------------------------------------------------
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 class SiteConfigError(ValueError):
     """A site file that cannot be used; the message names file, line and field."""
 
@@ -524,9 +527,9 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+def _known_fields(loc: tuple[Any, ...], root_model: type[BaseModel] | None = None) -> list[str]:
     """Field names allowed where an unknown key was found, for a did-you-mean hint."""
-    model: Any = Site
+    model: Any = root_model or Site
     for key in loc[:-1]:
         if isinstance(key, int) or model is None:
             continue
@@ -554,7 +557,9 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def format_validation_error(err: ValidationError, source: str, root: yaml.Node | None) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, root: yaml.Node | None, model: type[BaseModel] | None = None
+) -> str:
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
@@ -562,7 +567,7 @@ def format_validation_error(err: ValidationError, source: str, root: yaml.Node |
         where = f"{source}:{line}" if line else source
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc), n=1)
+            close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc, model), n=1)
             msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
             msg += f" (got {e['input']!r})"
@@ -570,8 +575,10 @@ def format_validation_error(err: ValidationError, source: str, root: yaml.Node |
     return "\n".join(lines)
 
 
-def parse_site(text: str, source: str = "<site>") -> Site:
-    """Validate site YAML text; raise SiteConfigError naming the line and field on bad input."""
+def parse_yaml_model(text: str, source: str, model: type[ModelT], shape: str) -> ModelT:
+    """Validate YAML text against a model; raise SiteConfigError naming the line and field on
+    bad input (``shape`` says what the top level must be). Used for site files and other
+    configuration files of the same kind."""
     try:
         root = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
@@ -580,11 +587,16 @@ def parse_site(text: str, source: str = "<site>") -> Site:
         where = f"{source}:{mark.line + 1}" if mark else source
         raise SiteConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
-        raise SiteConfigError(f"{source}: a site file is a YAML mapping with version, enterprise and gateways")
+        raise SiteConfigError(f"{source}: {shape}")
     try:
-        return Site.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise SiteConfigError(format_validation_error(err, source, root)) from None
+        raise SiteConfigError(format_validation_error(err, source, root, model)) from None
+
+
+def parse_site(text: str, source: str = "<site>") -> Site:
+    """Validate site YAML text; raise SiteConfigError naming the line and field on bad input."""
+    return parse_yaml_model(text, source, Site, "a site file is a YAML mapping with version, enterprise and gateways")
 
 
 def load_site(path: str | Path) -> Site:

