@@ -133,7 +133,11 @@ class HealthConsumer:
         self._generation = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector-health", daemon=True)
+        self.subscribed = threading.Event()  # set once the broker granted every filter
+        self._pending: set[int] = set()
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -141,8 +145,18 @@ class HealthConsumer:
             log.warning("broker refused the health session: %s", reason_code)
             return
         self._generation += 1
-        for f in self.filters:
-            client.subscribe(f, qos=1)
+        self._pending = {client.subscribe(f, qos=1)[1] for f in self.filters}
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("the broker refused the health subscription: %s", reason_codes)
+            return
+        self._pending.discard(mid)
+        if not self._pending:
+            self.subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.subscribed.clear()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         item = Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)

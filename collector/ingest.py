@@ -129,6 +129,7 @@ class Collector:
         self._stop = threading.Event()  # stop taking messages; commit what we have
         self._abandon = threading.Event()  # stop retrying: what is not committed stays unacknowledged
         self._connected = threading.Event()
+        self._health: HealthConsumer | None = None
         self._generation = 0
         self._received = 0
         self._acked = 0
@@ -205,7 +206,17 @@ class Collector:
         return health
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        """True once both sessions are subscribed: telemetry, and status and events when consumed."""
+        deadline = time.monotonic() + timeout
+        if not self._connected.wait(timeout):
+            return False
+        if not self.s.ingest_health:
+            return True
+        while self._health is None:  # run() starts the health session just after the telemetry one
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return self._health.subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     def _ack(self, messages: list[Message]) -> None:
         generation = self._generation
@@ -234,7 +245,7 @@ class Collector:
             threads.append(builder)
         server = self.metrics.serve(self.s.metrics_port, self.s.metrics_host) if self.s.metrics_port else None
         self.start()
-        health = self._start_health() if self.s.ingest_health else None
+        health = self._health = self._start_health() if self.s.ingest_health else None
         for t in threads:
             t.start()
         pool = ThreadPoolExecutor(self.s.writers, thread_name_prefix="collector-writer")
