@@ -1,0 +1,5 @@
+"""Periodic carbon report of an enterprise (placeholder, filled below)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
