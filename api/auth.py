@@ -51,9 +51,8 @@ def check_scope(role: str, scope: str | None) -> str | None:
 def create_token(conn: psycopg.Connection, role: str, scope: str | None, label: str) -> str:
     """Store a new token's hash and return the token (the only time it is ever visible)."""
     scope = check_scope(role, scope)
-    if role == "enterprise":
-        if conn.execute("SELECT 1 FROM enterprises WHERE code = %s", (scope,)).fetchone() is None:
-            raise TokenError(f"--scope: no enterprise {scope} is registered")
+    if role == "enterprise" and conn.execute("SELECT 1 FROM enterprises WHERE code = %s", (scope,)).fetchone() is None:
+        raise TokenError(f"--scope: no enterprise {scope} is registered")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with conn.transaction():
         conn.execute(

@@ -103,7 +103,7 @@ def test_enterprise_token_reads_nothing_of_another_enterprise(api):
     routes = {r[0] for r in requests}
     assert len(routes) >= 15, routes  # the spec is really being walked
     before, admin_before = {}, {}
-    for path, url, query in requests:
+    for _path, url, query in requests:
         r = _get(api, "A", url, query)
         assert r.status_code in (200, 403, 404, 422), (url, query, r.status_code, r.text[:300])
         if r.status_code == 200:
@@ -113,7 +113,7 @@ def test_enterprise_token_reads_nothing_of_another_enterprise(api):
         admin_before[(url, json.dumps(query))] = _get(api, "admin", url, query).text
     _mutate_others(api.db_url)
     changed_for_admin = 0
-    for path, url, query in requests:
+    for _path, url, query in requests:
         key = (url, json.dumps(query))
         r = _get(api, "A", url, query)
         assert (r.status_code, _normalised(r.text)) == before[key], (url, query, "B's change shows through")
