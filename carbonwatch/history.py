@@ -34,7 +34,8 @@ def _quantity(direction: str | None, unit: str, bucket: datetime, rng: random.Ra
 def seed_history(conn: psycopg.Connection, days: float, end: datetime | None = None, seed: int = 1) -> int:
     """Intervals for ``days`` before ``end`` (default: the start of the current 15 minutes); returns rows written."""
     end = end or datetime.now(UTC)
-    end = end - timedelta(seconds=end.timestamp() % BUCKET.total_seconds(), microseconds=end.microsecond)
+    step = int(BUCKET.total_seconds())
+    end = datetime.fromtimestamp(int(end.timestamp()) // step * step, UTC)
     start = end - timedelta(days=days)
     rng = random.Random(seed)
     points = conn.execute(

@@ -1,63 +1,14 @@
-"""A served API over a real database: three enterprises (two in Shanxi, one in Qinghai), days of
-15-minute history with rollups, and one token per role."""
+"""A served API over a real database (see apikit for what it holds)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import psycopg
 import pytest
+from apikit import ApiEnv, seed
 
 from carbonwatch.api.app import create_app
-from carbonwatch.api.auth import create_token
-from carbonwatch.collector.registry import register_site
-from carbonwatch.contracts.site import Site, uscc_check_digit
 from carbonwatch.embedded import free_port
-from carbonwatch.history import seed_history
 
-from support import UvicornThread, site_from_file
-
-SHANXI_A = "91140105MA0K7Q2B30"  # Taiyuan coal chemical (demo site)
-QINGHAI = "91630100MA7U1F5R8L"  # Xining aluminium with PV (demo site)
-SHANXI_B = "91140200MA0B8C9D1" + uscc_check_digit("91140200MA0B8C9D1")  # a second Shanxi plant, in Datong
-
-
-def second_shanxi_site() -> Site:
-    """The Shanxi demo plant copied under another code and city, with the same point names."""
-    raw = site_from_file("demo-shanxi-chemical.yaml")
-    raw["enterprise"].update(
-        code=SHANXI_B, name="大同示范化工有限公司", name_en="Datong Demo Chemical", region="140202"
-    )
-    return Site.model_validate(raw)
-
-
-@dataclass
-class ApiEnv:
-    url: str
-    db_url: str
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def headers(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-
-def seed(db_url: str, days: float = 3) -> dict[str, str]:
-    with psycopg.connect(db_url) as conn:
-        for site in (
-            Site.model_validate(site_from_file("demo-shanxi-chemical.yaml")),
-            Site.model_validate(site_from_file("demo-qinghai-pv.yaml")),
-            second_shanxi_site(),
-        ):
-            register_site(conn, site, actor="test")
-        seed_history(conn, days)
-        return {
-            "A": create_token(conn, "enterprise", SHANXI_A, "plant A energy manager"),
-            "B": create_token(conn, "enterprise", SHANXI_B, "plant B energy manager"),
-            "shanxi": create_token(conn, "province", "140000", "Shanxi centre"),
-            "qinghai": create_token(conn, "province", "630000", "Qinghai centre"),
-            "operator": create_token(conn, "operator", None, "on-call operator"),
-            "admin": create_token(conn, "admin", None, "administrator"),
-        }
+from support import UvicornThread
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from conftest import QINGHAI, SHANXI_A
+from apikit import QINGHAI, SHANXI_A
 
 from carbonwatch.accounting.rules import Activity, account
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from conftest import QINGHAI, SHANXI_A, SHANXI_B
+from apikit import QINGHAI, SHANXI_A, SHANXI_B
 
 pytestmark = pytest.mark.timeout(180)
 
