@@ -3,6 +3,8 @@ same quantities, periods are Beijing time, tokens are required, bad input is a c
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -118,3 +120,23 @@ def test_bad_input_is_a_clear_4xx(api, path, params, needle):
     r = get(api, "admin", path, **params)
     assert 400 <= r.status_code < 500, r.text
     assert needle in r.text
+
+
+def test_report_csv_and_printable_page(api):
+    year = (datetime.now(UTC) + timedelta(hours=8)).year
+    r = get(api, "A", f"/enterprises/{SHANXI_A}/report", year=year, period="quarter", format="csv", lang="en")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    lines = list(csv.reader(io.StringIO(r.text.lstrip("\ufeff"))))
+    meta = {row[0]: row[1] for row in lines[1:10]}
+    assert meta["Unified social credit code"] == SHANXI_A and meta["Method version"].startswith("cw-")
+    total = next(row for row in lines if row and row[0] == "Total")
+    ov = get(api, "A", f"/enterprises/{SHANXI_A}/overview", year=year).json()["totals"]
+    assert float(total[4]) == pytest.approx(ov["tce"], rel=1e-6)
+    assert float(total[6]) == pytest.approx(ov["co2_market_t"], rel=1e-6)
+    elec = next(row for row in lines if row and row[0] == "electricity" and row[1] == "import")
+    assert "公告" in elec[9] and elec[8] == "2023"  # factor document and data year in the report
+    assert any(row and row[0] == f"{year}-Q4" for row in lines)
+    page = get(api, "A", f"/enterprises/{SHANXI_A}/report", year=year, format="html")
+    assert page.status_code == 200 and "@media print" in page.text and "企业碳排放报告" in page.text
+    assert get(api, "operator", f"/enterprises/{SHANXI_A}/report").status_code == 403
