@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_url_option(p)
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between meter polls (default 5)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument(
+        "--history-days", type=float, default=3, help="days of synthetic 15-minute history for the charts (default 3)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="serve the meters of a site file over Modbus")
