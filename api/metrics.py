@@ -11,6 +11,7 @@ import time
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+API_PREFIX = "/api/v1"
 UNMATCHED = "unmatched"  # any path no route matched, so scanners cannot grow the label set
 
 
@@ -38,6 +39,18 @@ class ApiMetrics:
         )
 
 
+def route_template(request: Request) -> str:
+    """The matched route's full template (router prefix included), or UNMATCHED."""
+    route = request.scope.get("route")
+    if route is None:
+        return UNMATCHED
+    path = route.path
+    # routers are included under /api/v1; some FastAPI versions keep the route's own path unprefixed
+    if request.url.path.startswith(API_PREFIX) and not path.startswith(API_PREFIX):
+        path = API_PREFIX + path
+    return path
+
+
 def install(app: FastAPI) -> ApiMetrics:
     """Count every request and serve ``/metrics``."""
     metrics = ApiMetrics()
@@ -52,8 +65,7 @@ def install(app: FastAPI) -> ApiMetrics:
             status = response.status_code
             return response
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", UNMATCHED)
+            template = route_template(request)
             if template != "/api/v1/stream":  # a stream's duration is its lifetime, not a latency
                 metrics.latency.labels(template).observe(time.perf_counter() - t)
             metrics.requests.labels(template, request.method, f"{status // 100}xx").inc()
