@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from carbonwatch import __version__
 
 from . import energy_routes, metrics, quality_routes, report, routes, stream
+from .models import ERRORS
 
 DESCRIPTION = """Energy (tce) and CO2 of key energy-using enterprises (重点用能单位), from live meter data.
 
@@ -61,7 +62,7 @@ def create_app(
     }
     metrics.install(app)
     for module in (routes, energy_routes, quality_routes, report, stream):
-        app.include_router(module.router, prefix="/api/v1")
+        app.include_router(module.router, prefix="/api/v1", responses=ERRORS)
 
     @app.exception_handler(psycopg.errors.DataError)
     async def data_error(request: Request, exc: psycopg.errors.DataError) -> JSONResponse:

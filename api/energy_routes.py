@@ -22,6 +22,7 @@ from .auth import CallerDep
 from .deps import Conn
 from .energy import LEVELS, energy
 from .figures import factor_used, period_label
+from .models import EnergyResponse, Targets
 from .routes import ENTERPRISE_CODE, REGION, enterprise_or_404
 from .targets import load_targets
 from .windows import BEIJING, aware, default_window, window
@@ -56,7 +57,7 @@ async def energy_by_level(
     industry: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{1,4}$")] = None,
     carrier: Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$")] = None,
     point: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict:
+) -> EnergyResponse:
     """tce (total and dual-control) and CO2 (location- and market-based) per level and period.
 
     Levels: point, meter, carrier, enterprise, industry (GB/T 4754), city, province. Periods are
@@ -385,7 +386,7 @@ async def targets(
     who: CallerDep,
     province: Annotated[str | None, Query(pattern=REGION)] = None,
     year: Annotated[int | None, Query(ge=2020, le=2060)] = None,
-) -> dict:
+) -> Targets:
     """The provincial targets registry (from the carbon-peaking plans), with comparators and sources."""
     reg = load_targets()
     rows = [

@@ -14,6 +14,7 @@ from carbonwatch.accounting.flags import FLAG_BACKWARDS, FLAG_RESET, FLAG_ROLLOV
 
 from .auth import CallerDep
 from .deps import Conn
+from .models import Alerts
 from .routes import STALE_GATEWAY
 
 router = APIRouter()
@@ -72,7 +73,7 @@ async def alerts(
     who: CallerDep,
     days: Annotated[int, Query(ge=1, le=90, description="look-back for counter anomalies")] = 7,
     enterprise: Annotated[str | None, Query(pattern=r"^[0-9A-HJ-NPQRTUWXY]{18}$")] = None,
-) -> dict:
+) -> Alerts:
     """Data-quality alerts in scope: stale gateways and points, meters not ok, counter anomalies, completeness < 90%."""
     cond, params = who.where()
     if enterprise is not None:

@@ -14,6 +14,7 @@ from carbonwatch import __version__
 
 from .auth import CallerDep
 from .deps import Conn
+from .models import Enterprise, EnterpriseDetail, Fleet, Gateway, Me
 
 router = APIRouter()
 
@@ -31,7 +32,7 @@ async def health(conn: Conn) -> dict:
 
 
 @router.get("/me", tags=["registry"])
-async def me(who: CallerDep) -> dict:
+async def me(who: CallerDep) -> Me:
     """The role and scope of the token in use."""
     return {"role": who.role, "scope": who.scope, "label": who.label, "reads_energy": who.reads_energy}
 
@@ -58,7 +59,7 @@ async def enterprises(
     province: Annotated[str | None, Query(pattern=REGION)] = None,
     city: Annotated[str | None, Query(pattern=REGION)] = None,
     industry: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{1,4}$", description="GB/T 4754 code")] = None,
-) -> list[dict]:
+) -> list[Enterprise]:
     """Enterprises in the caller's scope, optionally filtered by province, city and industry."""
     cond, params = who.where()
     filters = [cond]
@@ -76,7 +77,7 @@ async def enterprises(
 
 
 @router.get("/enterprises/{code}", tags=["registry"])
-async def enterprise(conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE]) -> dict:
+async def enterprise(conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE]) -> EnterpriseDetail:
     """One enterprise with its counts of gateways, meters and points."""
     ent = await enterprise_or_404(conn, who, code)
     cur = await conn.execute(
@@ -120,7 +121,7 @@ async def gateways(
     enterprise: Annotated[str | None, Query(pattern=r"^[0-9A-HJ-NPQRTUWXY]{18}$")] = None,
     province: Annotated[str | None, Query(pattern=REGION)] = None,
     stale: Annotated[bool | None, Query(description="only stale (true) or only fresh (false) gateways")] = None,
-) -> list[dict]:
+) -> list[Gateway]:
     """Gateways in scope with their last state, last message and meters not ok."""
     cond, params = who.where()
     filters = [cond]
@@ -158,7 +159,7 @@ async def meters(conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_COD
 
 
 @router.get("/fleet", tags=["fleet health"])
-async def fleet(conn: Conn, who: CallerDep) -> dict:
+async def fleet(conn: Conn, who: CallerDep) -> Fleet:
     """Counts across the fleet in scope: enterprises, gateways by state, stale gateways, meters by health."""
     cond, params = who.where()
     cur = await conn.execute(

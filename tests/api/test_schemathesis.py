@@ -1,4 +1,5 @@
-"""schemathesis against the served OpenAPI spec: no parameter combination makes a server error.
+"""schemathesis against the served OpenAPI spec: no parameter combination makes a server error, and
+every response matches the schema the spec documents.
 
 Every operation (but the endless event stream) gets generated cases, authenticated as admin
 (every code path) and as an enterprise (the scoped ones); a bounded number of examples keeps
@@ -33,11 +34,14 @@ def test_no_server_error_on_any_operation(api):
 def _checker(base_url: str, headers: dict, op, examples: int, calls: dict):
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
 
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=op.as_strategy())
     def check(case):
-        response = case.call_and_validate(base_url=base_url, headers=headers, checks=[not_a_server_error])
+        response = case.call_and_validate(
+            base_url=base_url, headers=headers, checks=[not_a_server_error, response_schema_conformance]
+        )
         calls["n"] += 1
         calls["statuses"].add(response.status_code)
 
