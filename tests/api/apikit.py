@@ -55,3 +55,40 @@ def seed(db_url: str, days: float = 3) -> dict[str, str]:
             "operator": create_token(conn, "operator", None, "on-call operator"),
             "admin": create_token(conn, "admin", None, "administrator"),
         }
+
+
+def degrade(db_url: str, code: str) -> None:
+    """Data-quality trouble at one enterprise: its gas meter down, a counter reset yesterday, a silent
+    incomer (last reading an hour ago) and about half the expected 15-minute values in the last day."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            """INSERT INTO device_health (gateway_id, meter, state, consecutive_failures, last_error, reported_at)
+               SELECT g.id, 'gas', 'down', 12, 'timeout after 1.0 s', now() FROM gateways g WHERE g.enterprise = %s""",
+            (code,),
+        )
+        conn.execute(
+            """UPDATE energy_1d SET flags = flags | 4 WHERE bucket = (SELECT max(bucket) FROM energy_1d)
+               AND point_id = (SELECT id FROM points WHERE enterprise = %s AND point = 'incomer.import_kwh')""",
+            (code,),
+        )
+        conn.execute(
+            "UPDATE points SET registered_at = now() - interval '2 days' WHERE enterprise = %s AND kind = 'counter'",
+            (code,),
+        )
+        # readings every 30 minutes for the last day: half of the 15-minute slots hold a value
+        conn.execute(
+            """INSERT INTO readings (point_id, ts, value)
+               SELECT p.id, ts, extract(epoch FROM ts) / 1000 FROM points p,
+                      generate_series(now() - interval '1 day', now() - interval '1 hour', interval '30 minutes') ts
+               WHERE p.enterprise = %s AND p.kind = 'counter'""",
+            (code,),
+        )
+        conn.execute(
+            """INSERT INTO completeness_1mon (point_id, bucket, slots)
+               SELECT r.point_id, date_trunc('month', r.ts, 'Asia/Shanghai'),
+                      bit_or(cw_slot_bit(
+                          (extract(epoch FROM r.ts - date_trunc('month', r.ts, 'Asia/Shanghai')) / 900)::int))
+               FROM readings r JOIN points p ON p.id = r.point_id WHERE p.enterprise = %s GROUP BY 1, 2
+               ON CONFLICT (point_id, bucket) DO UPDATE SET slots = completeness_1mon.slots | EXCLUDED.slots""",
+            (code,),
+        )

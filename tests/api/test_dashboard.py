@@ -12,7 +12,7 @@ import re
 
 import psycopg
 import pytest
-from apikit import SHANXI_A
+from apikit import SHANXI_A, degrade
 
 from carbonwatch.api.app import create_app
 from carbonwatch.api.auth import create_token
@@ -82,8 +82,12 @@ def test_views_in_both_languages(api, browser):
     assert "Taiyuan Demonstration Coal Chemical" in page.inner_text("h1")
     page.screenshot(path=str(ARTIFACTS / "dashboard-enterprise.png"), full_page=True)
 
+    degrade(api.db_url, SHANXI_A)
     page.goto(f"{api.url}/#/quality")
     page.wait_for_selector("#alerts")
+    alerts = page.inner_text("#alerts")
+    for kind in ("Meter down", "Counter anomaly", "Point silent", "Low completeness"):
+        assert kind in alerts, alerts
     page.screenshot(path=str(ARTIFACTS / "dashboard-quality.png"), full_page=True)
     assert errors == []
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from apikit import QINGHAI, SHANXI_A
+from apikit import QINGHAI, SHANXI_A, degrade
 
 from carbonwatch.accounting.rules import Activity, account
 
@@ -140,3 +140,20 @@ def test_report_csv_and_printable_page(api):
     page = get(api, "A", f"/enterprises/{SHANXI_A}/report", year=year, format="html")
     assert page.status_code == 200 and "@media print" in page.text and "企业碳排放报告" in page.text
     assert get(api, "operator", f"/enterprises/{SHANXI_A}/report").status_code == 403
+
+
+def test_alerts_name_down_meters_anomalies_silent_points_and_low_completeness(api):
+    degrade(api.db_url, SHANXI_A)
+    body = get(api, "A", "/alerts").json()
+    kinds = {(a["kind"], a["meter"], a["point"]) for a in body["alerts"]}
+    assert ("meter_down", "gas", None) in kinds
+    assert ("counter_anomaly", "incomer", "incomer.import_kwh") in kinds
+    assert ("point_stale", "incomer", "incomer.import_kwh") in kinds
+    assert ("completeness_low", "incomer", "incomer.import_kwh") in kinds
+    anomaly = next(a for a in body["alerts"] if a["kind"] == "counter_anomaly")
+    assert anomaly["detail"] == "reset"
+    low = get(api, "A", "/completeness", below=0.9).json()["points"]
+    assert {p["point"] for p in low} >= {"incomer.import_kwh", "gas.volume_nm3"}
+    assert all(0.4 < p["ratio"] < 0.6 for p in low if p["point"] == "incomer.import_kwh")
+    # another enterprise's token sees none of it
+    assert get(api, "B", "/alerts").json()["counts"].get("meter_down", 0) == 0
