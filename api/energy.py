@@ -35,8 +35,10 @@ FILTER_COLUMNS = {
 }
 
 
-def energy_sql(level: str, table: str, cond: str, filters: dict[str, str]) -> str:
+def energy_sql(level: str, table: str, cond: str, filters: dict[str, str], one_enterprise: bool = False) -> str:
     key = LEVEL_KEY[level]
+    if level in ("point", "meter") and not one_enterprise:
+        key = f"e.code || ':' || {key}"  # point and meter names repeat across enterprises
     where = [cond, "p.carrier IS NOT NULL", "r.bucket >= %(start)s", "r.bucket < %(end)s"]
     where += [f"{FILTER_COLUMNS[name]} = %({name})s" for name in filters]
     meter_join = "JOIN meters m ON m.id = p.meter_id " if level == "meter" else ""
@@ -66,9 +68,9 @@ async def energy(
     who.require_energy()
     given = {k: v for k, v in (filters or {}).items() if v is not None}
     cond, params = who.where()
-    cur = await conn.execute(
-        energy_sql(level, table or PERIOD_TABLE[period], cond, given), {**params, **given, "start": start, "end": end}
-    )
+    one = "enterprise" in given or who.role == "enterprise"
+    sql = energy_sql(level, table or PERIOD_TABLE[period], cond, given, one)
+    cur = await conn.execute(sql, {**params, **given, "start": start, "end": end})
     rows = await cur.fetchall()
     try:
         return account_rows(rows, period, signed=level != "point", carriers=carriers)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from apikit import QINGHAI, SHANXI_A, degrade
+from apikit import QINGHAI, SHANXI_A, SHANXI_B, degrade
 
 from carbonwatch.accounting.rules import Activity, account
 
@@ -157,3 +157,11 @@ def test_alerts_name_down_meters_anomalies_silent_points_and_low_completeness(ap
     assert all(0.4 < p["ratio"] < 0.6 for p in low if p["point"] == "incomer.import_kwh")
     # another enterprise's token sees none of it
     assert get(api, "B", "/alerts").json()["counts"].get("meter_down", 0) == 0
+
+
+def test_point_keys_name_their_enterprise_when_several_are_in_scope(api):
+    rows = get(api, "shanxi", "/energy", level="point", period="year").json()["rows"]
+    keys = {r["key"] for r in rows}
+    assert f"{SHANXI_A}:incomer.import_kwh" in keys and f"{SHANXI_B}:incomer.import_kwh" in keys
+    own = get(api, "A", "/energy", level="point", period="year").json()["rows"]
+    assert "incomer.import_kwh" in {r["key"] for r in own}
