@@ -7,6 +7,7 @@ key and by what the factors depend on, then account the sums with :mod:`.figures
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from fastapi import HTTPException
@@ -36,18 +37,33 @@ FILTER_COLUMNS = {
 
 
 def energy_sql(level: str, table: str, cond: str, filters: dict[str, str], one_enterprise: bool = False) -> str:
+    """Sums of ``table`` per level key, factor attributes and bucket, for the points in scope.
+
+    Points are grouped first (a few rows), so the rollup rows are summed by one integer and the
+    bucket rather than by eight text columns.
+    """
     key = LEVEL_KEY[level]
     if level in ("point", "meter") and not one_enterprise:
         key = f"e.code || ':' || {key}"  # point and meter names repeat across enterprises
-    where = [cond, "p.carrier IS NOT NULL", "r.bucket >= %(start)s", "r.bucket < %(end)s"]
+    where = [cond, "p.carrier IS NOT NULL"]
     where += [f"{FILTER_COLUMNS[name]} = %({name})s" for name in filters]
     meter_join = "JOIN meters m ON m.id = p.meter_id " if level == "meter" else ""
+    attrs = "p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year, e.province"
     return f"""
-        SELECT {key}, r.bucket, p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year,
-               e.province, sum(r.quantity), bit_or(r.flags)
-        FROM {table} r JOIN points p ON p.id = r.point_id JOIN enterprises e ON e.code = p.enterprise
-        {meter_join}WHERE {" AND ".join(where)}
-        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+        WITH pts AS MATERIALIZED (
+            SELECT p.id, {key} AS key, {attrs}, dense_rank() OVER (ORDER BY {key}, {attrs}) AS g
+            FROM points p JOIN enterprises e ON e.code = p.enterprise {meter_join}
+            WHERE {" AND ".join(where)}
+        ),
+        sums AS (
+            SELECT pts.g, r.bucket, sum(r.quantity) AS quantity, bit_or(r.flags) AS flags
+            FROM {table} r JOIN pts ON pts.id = r.point_id
+            WHERE r.bucket >= %(start)s AND r.bucket < %(end)s
+            GROUP BY 1, 2
+        )
+        SELECT g.key, sums.bucket, g.carrier, g.unit, g.direction, g.use, g.renewable, g.new_since_base_year,
+               g.province, sums.quantity, sums.flags
+        FROM sums JOIN (SELECT DISTINCT ON (g) * FROM pts ORDER BY g) g ON g.g = sums.g"""
 
 
 async def energy(
@@ -76,3 +92,14 @@ async def energy(
         return account_rows(rows, period, signed=level != "point", carriers=carriers)
     except FigureError as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+async def energies(pool, who: Caller, *queries: tuple) -> list[Figures]:
+    """Several :func:`energy` queries at once, each on its own pooled connection (the database
+    answers them in parallel); each query is ``(level, period, start, end, filters[, options])``."""
+
+    async def one(q: tuple) -> Figures:
+        async with pool.connection() as conn:
+            return await energy(conn, who, *q[:5], **(q[5] if len(q) > 5 else {}))
+
+    return list(await asyncio.gather(*(one(q) for q in queries)))

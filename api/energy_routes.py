@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from psycopg.rows import dict_row
 
 from carbonwatch.accounting import METHOD_VERSION
@@ -20,7 +20,7 @@ from carbonwatch.contracts.regions import PROVINCES
 
 from .auth import CallerDep
 from .deps import Conn
-from .energy import LEVELS, energy
+from .energy import LEVELS, energies, energy
 from .figures import factor_used, period_label
 from .models import EnergyResponse, Targets
 from .routes import ENTERPRISE_CODE, REGION, enterprise_or_404
@@ -137,7 +137,9 @@ def _intensity_of(co2: float, tce: float) -> float | None:
 
 
 @router.get("/provinces/{code}/overview", tags=["dashboards"])
-async def province_overview(conn: Conn, who: CallerDep, code: Annotated[str, PROVINCE_CODE], year: Year = None) -> dict:
+async def province_overview(
+    request: Request, conn: Conn, who: CallerDep, code: Annotated[str, PROVINCE_CODE], year: Year = None
+) -> dict:
     """A province's year: per city, carbon intensity of energy first (tCO2/tce), then totals; today live; targets."""
     who.require_energy()
     cond, params = who.where()
@@ -150,10 +152,15 @@ async def province_overview(conn: Conn, who: CallerDep, code: Annotated[str, PRO
     if not cities:
         raise HTTPException(404, f"no monitored enterprises in province {code}")
     lo, hi = _year_window(year)
-    by_city = await energy(conn, who, "city", "year", lo, hi, {"province": code})
-    monthly = await energy(conn, who, "province", "month", lo, hi, {"province": code}, carriers=True)
     t_lo, t_hi = default_window("15min")
-    today = await energy(conn, who, "city", "day", t_lo, t_hi, {"province": code})
+    f = {"province": code}
+    by_city, monthly, today = await energies(
+        request.app.state.pool,
+        who,
+        ("city", "year", lo, hi, f),
+        ("province", "month", lo, hi, f, {"carriers": True}),
+        ("city", "day", t_lo, t_hi, f),
+    )
     rows = []
     for city, n in sorted(cities.items()):
         i = by_city.keys.index(city) if city in by_city.keys else None
@@ -221,18 +228,22 @@ async def province_overview(conn: Conn, who: CallerDep, code: Annotated[str, PRO
 
 @router.get("/enterprises/{code}/overview", tags=["dashboards"])
 async def enterprise_overview(
-    conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE], year: Year = None
+    request: Request, conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE], year: Year = None
 ) -> dict:
     """Drill-down: the year by carrier and point, daily totals, today by 15 minutes, product intensity."""
     who.require_energy()
     ent = await enterprise_or_404(conn, who, code)
     lo, hi = _year_window(year)
     f = {"enterprise": code}
-    carriers = await energy(conn, who, "carrier", "year", lo, hi, f)
-    points = await energy(conn, who, "point", "year", lo, hi, f)
-    daily = await energy(conn, who, "enterprise", "day", lo, hi, f)
     t_lo, t_hi = default_window("15min")
-    today = await energy(conn, who, "enterprise", "15min", t_lo, t_hi, f)
+    carriers, points, daily, today = await energies(
+        request.app.state.pool,
+        who,
+        ("carrier", "year", lo, hi, f),
+        ("point", "year", lo, hi, f),
+        ("enterprise", "day", lo, hi, f),
+        ("enterprise", "15min", t_lo, t_hi, f),
+    )
 
     def series(fig) -> list[dict]:
         return (

@@ -114,9 +114,12 @@ def account_rows(rows: Sequence[tuple], period: str, signed: bool = True, carrie
     periods: dict[str, tuple[int, datetime, int]] = {}
     combos: dict[tuple, int] = {}
     cells: list[tuple[int, int, int, float, int]] = []  # key, combo, period, quantity, flags
+    labels: dict[datetime, tuple[str, datetime, int]] = {}  # many rows share a bucket
     for key, bucket, *attrs, quantity, flags in rows:
         attrs = tuple(attrs)
-        label, start, year = period_label(bucket, period)
+        if bucket not in labels:
+            labels[bucket] = period_label(bucket, period)
+        label, start, year = labels[bucket]
         if label not in periods:
             periods[label] = (len(periods), start, year)
         k = keys.setdefault(key, len(keys))
