@@ -5,7 +5,7 @@
   const TOKEN_KEY = "carbonwatch.token";
   const LANG_KEY = "carbonwatch.lang";
   const COLORS = ["#0b7285", "#e8590c", "#5f3dc4", "#2b8a3e", "#c2255c", "#1864ab", "#868e96"];
-  const state = { me: null, live: null, streamAbort: null, charts: [] };
+  const state = { me: null, live: null, streamAbort: null, charts: [], renderedAt: 0 };
   let lang = localStorage.getItem(LANG_KEY) || "zh";
 
   // --- helpers ------------------------------------------------------------------------------
@@ -126,10 +126,13 @@
     }
   }
 
+  const FULL_REFRESH_MS = 60000;
   function onLive(msg) {
     state.live = msg;
     document.getElementById("live-at").textContent = new Date(msg.at).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
     applyLive();
+    // the live cells change at once; charts and tables are redrawn at most once a minute
+    if (Date.now() - state.renderedAt > FULL_REFRESH_MS && !document.getElementById("login")) render();
   }
 
   function applyLive() {
@@ -327,6 +330,7 @@
 
   // --- routing ------------------------------------------------------------------------------
   async function render() {
+    state.renderedAt = Date.now();
     state.charts.forEach((c) => c.destroy());
     state.charts = [];
     translateStatic();
