@@ -8,7 +8,7 @@
   const state = { me: null, live: null, streamAbort: null, charts: [], renderedAt: 0 };
   let lang = localStorage.getItem(LANG_KEY) || "zh";
 
-  // --- helpers ------------------------------------------------------------------------------
+  // --- formatting and requests --------------------------------------------------------------
   const t = (key) => (window.CW_TEXT[lang] && window.CW_TEXT[lang][key]) || window.CW_TEXT.en[key] || key;
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   const num = (v, digits = 2) =>
