@@ -16,6 +16,9 @@
   const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
   const carrierName = (c) => (t(`carrier_${c}`) !== `carrier_${c}` ? t(`carrier_${c}`) : c);
   const token = () => sessionStorage.getItem(TOKEN_KEY);
+  // times are shown in Beijing time, as the reporting rules count them, whatever the browser's zone
+  const bj = (iso, opts = {}) =>
+    iso ? new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { timeZone: "Asia/Shanghai", ...opts }) : "—";
   const main = () => document.getElementById("main");
 
   async function api(path) {
@@ -129,7 +132,7 @@
   const FULL_REFRESH_MS = 60000;
   function onLive(msg) {
     state.live = msg;
-    document.getElementById("live-at").textContent = new Date(msg.at).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
+    document.getElementById("live-at").textContent = bj(msg.at, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
     applyLive();
     // the live cells change at once; charts and tables are redrawn at most once a minute
     if (Date.now() - state.renderedAt > FULL_REFRESH_MS && !document.getElementById("login")) render();
@@ -244,11 +247,11 @@
     const meters = await api(`/enterprises/${code}/meters`);
     const carriers = ov.carriers.map((c) => `<tr><td>${esc(carrierName(c.key))}</td><td class="num">${num(c.tce)}</td>
       <td class="num">${num(c.tce_dual_control)}</td><td class="num">${num(c.co2_location_t)}</td><td class="num">${num(c.co2_market_t)}</td></tr>`);
-    const points = ov.points.map((p) => `<tr><td>${esc(p.key)}</td><td class="num">${num(p.tce)}</td><td class="num">${num(p.co2_location_t)}</td>
+    const points = ov.points.map((p) => `<tr><td><a href="#" data-point="${esc(p.key)}">${esc(p.key)}</a></td><td class="num">${num(p.tce)}</td><td class="num">${num(p.co2_location_t)}</td>
       <td>${p.flags ? `<span class="tag warn">flags ${p.flags}</span>` : ""}</td></tr>`);
     const meterRows = meters.map((m) => `<tr><td>${esc(m.gateway)}</td><td>${esc(m.meter)}</td><td>${esc(m.model || "")}</td>
       <td><span class="tag ${m.state === "ok" ? "ok" : m.state ? "bad" : ""}">${esc(m.state || "—")}</span></td>
-      <td>${m.last_reading ? new Date(m.last_reading).toLocaleString() : "—"}</td></tr>`);
+      <td>${bj(m.last_reading)}</td></tr>`);
     const intensity = ov.intensity.map((c) => c.error ? `<tr><td colspan="5">${esc(c.error)}</td></tr>` : `<tr><td>${esc(c.name)}</td>
       <td class="num strong">${num(c.value, 1)} ${esc(c.unit)}</td><td>${esc(c.grade || "—")}</td>
       <td>${c.levels.map((l) => `${esc(l.kind)} ${l.comparator} ${num(l.value, 0)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span>`).join("<br>")}</td>
@@ -271,6 +274,7 @@
         <th>${t("tce_dual")}</th><th>${t("co2_loc")}</th><th>${t("co2_mkt")}</th></tr></thead><tbody>${carriers.join("")}</tbody></table></div>
       <div class="card"><h2>${t("points")}</h2><table><thead><tr><th>${t("point")}</th><th>${t("tce")}</th><th>${t("co2_loc")}</th><th></th></tr></thead>
         <tbody>${points.join("")}</tbody></table></div></div>
+      <div class="card" id="point-card" hidden><h2 id="point-title"></h2><div id="c-point"></div></div>
       <div class="card"><h2>${t("product_intensity")}</h2>${intensity.length ? `<table><thead><tr><th>${t("indicator")}</th><th></th><th>${t("grade")}</th>
         <th>${t("levels")}</th><th>${t("alerts")}</th></tr></thead><tbody>${intensity.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}</div>
       <div class="card"><h2>${t("meter")}</h2><table><thead><tr><th>${t("gateway")}</th><th>${t("meter")}</th><th></th><th>${t("state")}</th>
@@ -286,11 +290,34 @@
     chart(document.getElementById("c-today"), slots, [
       { label: t("co2_loc"), values: slots.map((q) => (q in byQuarter ? byQuarter[q] : null)), color: "#e8590c" },
     ], { bars: true, every: 12 });
+    document.querySelectorAll("[data-point]").forEach((a) => a.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      showPoint(code, a.dataset.point);
+    }));
     document.querySelectorAll("[data-report]").forEach((a) => a.addEventListener("click", (ev) => {
       ev.preventDefault();
       downloadReport(code, ov.year, a.dataset.report);
     }));
     applyLive();
+  }
+
+  // one point's 15-minute intervals over the last two days, anomalies marked
+  async function showPoint(code, point) {
+    const start = new Date(Date.now() - 2 * 86400000).toISOString();
+    const body = await api(`/enterprises/${code}/intervals?point=${encodeURIComponent(point)}&start=${encodeURIComponent(start)}&end=${encodeURIComponent(new Date().toISOString())}`);
+    const card = document.getElementById("point-card");
+    card.hidden = false;
+    const flagged = body.intervals.filter((i) => i.flags & 15).length;
+    document.getElementById("point-title").textContent =
+      `${point} · ${t("intervals_48h")} (${body.unit})${flagged ? ` · ${t("kind_counter_anomaly")}: ${flagged}` : ""}`;
+    const el = document.getElementById("c-point");
+    el.innerHTML = "";
+    const labels = body.intervals.map((i) => bj(i.bucket, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }));
+    chart(el, labels, [
+      { label: `${t("quantity")} ${body.unit}`, values: body.intervals.map((i) => i.quantity), bars: true },
+      { label: t("co2_loc"), values: body.intervals.map((i) => i.co2_location_t), scale: "y2", color: "#e8590c" },
+    ], { every: 16 });
+    card.scrollIntoView({ behavior: "smooth", block: "nearest" });
   }
 
   async function downloadReport(code, year, format) {
@@ -313,10 +340,10 @@
     const [alerts, fleet, gateways] = await Promise.all([api("/alerts"), api("/fleet"), api("/gateways")]);
     const rows = alerts.alerts.map((a) => `<tr class="${a.severity}"><td><span class="tag ${a.severity === "critical" ? "bad" : "warn"}">${esc(t(`kind_${a.kind}`))}</span></td>
       <td>${esc(a.name)}</td><td>${esc(a.gateway)}</td><td>${esc(a.meter || "")}</td><td>${esc(a.point || "")}</td>
-      <td>${a.since ? new Date(a.since).toLocaleString() : "—"}</td><td>${esc(a.detail || "")}</td></tr>`);
+      <td>${bj(a.since)}</td><td>${esc(a.detail || "")}</td></tr>`);
     const gw = gateways.map((g) => `<tr><td>${esc(g.name)}</td><td>${esc(g.gateway)}</td>
       <td><span class="tag ${g.stale ? "bad" : "ok"}">${esc(g.state || "—")}${g.stale ? ` · ${t("stale")}` : ""}</span></td>
-      <td>${g.last_seen ? new Date(g.last_seen).toLocaleString() : "—"}</td><td class="num">${g.meters}</td><td class="num">${g.meters_not_ok}</td></tr>`);
+      <td>${bj(g.last_seen)}</td><td class="num">${g.meters}</td><td class="num">${g.meters_not_ok}</td></tr>`);
     const counts = Object.entries(alerts.counts).map(([k, n]) => kpi(t(`kind_${k}`), n)).join("");
     main().innerHTML = `<h1>${t("quality")}</h1>
       <div class="kpis">${kpi(t("enterprises"), fleet.enterprises)}${kpi(t("gateways_online"), `${fleet.gateways_online} / ${fleet.gateways}`)}

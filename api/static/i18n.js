@@ -23,6 +23,7 @@ window.CW_TEXT = {
     kind_point_stale: "计量点无数据", kind_counter_anomaly: "计数器异常", kind_completeness_low: "完整率不足",
     comparator_about: "左右", comparator_at_least: "不低于", comparator_more_than: "超过",
     comparator_at_most: "不高于", comparator_less_than: "低于", comparator_reduce_by: "下降",
+    intervals_48h: "近 48 小时 15 分钟用量", quantity: "用量",
   },
   en: {
     live: "Live", logout: "Log out", loading: "Loading…", login_title: "Sign in",
@@ -49,5 +50,6 @@ window.CW_TEXT = {
     kind_point_stale: "Point silent", kind_counter_anomaly: "Counter anomaly", kind_completeness_low: "Low completeness",
     comparator_about: "about", comparator_at_least: "at least", comparator_more_than: "more than",
     comparator_at_most: "at most", comparator_less_than: "less than", comparator_reduce_by: "reduce by",
+    intervals_48h: "15-minute intervals, last 48 h", quantity: "Quantity",
   },
 };

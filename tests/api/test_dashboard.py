@@ -80,6 +80,9 @@ def test_views_in_both_languages(api, browser):
     page.click("#lang")
     page.wait_for_selector("text=Carbon intensity tCO2/tce")
     assert "Taiyuan Demonstration Coal Chemical" in page.inner_text("h1")
+    page.click('[data-point="incomer.import_kwh"]')
+    page.wait_for_selector("#c-point canvas")
+    assert "incomer.import_kwh" in page.inner_text("#point-title")
     page.screenshot(path=str(ARTIFACTS / "dashboard-enterprise.png"), full_page=True)
 
     degrade(api.db_url, SHANXI_A)
