@@ -59,6 +59,9 @@ def _requests(spec: dict) -> list[tuple[str, str, dict]]:
                         query[other] = v
                 url = path.format(**path_values)
                 out.append((path, url, query))
+                # every aggregation level too: a total over a province or city must not carry B
+                for level in params.get("level", {}).get("schema", {}).get("enum", []) if "level" in params else []:
+                    out.append((path, url, {**query, "level": level, "period": "year"}))
         if not names and "{" not in path:
             out.append((path, path, {}))  # scope alone must limit what comes back
     return out
@@ -101,7 +104,7 @@ def test_enterprise_token_reads_nothing_of_another_enterprise(api):
     spec = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
     requests = _requests(spec)
     routes = {r[0] for r in requests}
-    assert len(routes) >= 15, routes  # the spec is really being walked
+    assert len(routes) >= 15 and len(requests) > 150, (routes, len(requests))  # the spec is really being walked
     before, admin_before = {}, {}
     for _path, url, query in requests:
         r = _get(api, "A", url, query)
