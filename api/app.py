@@ -60,6 +60,7 @@ def create_app(
         "max_clients": stream_max_clients,
         "open": 0,
     }
+    app.state.snapshots = {}  # (role, scope, interval version) -> today's figures, shared by streams
     metrics.install(app)
     for module in (routes, energy_routes, quality_routes, report, stream):
         app.include_router(module.router, prefix="/api/v1", responses=ERRORS)

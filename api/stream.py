@@ -77,8 +77,23 @@ class IntervalNotifier:
             return self.version
 
 
-async def snapshot(request: Request, who: Caller) -> dict:
-    """Today's figures per enterprise in the caller's scope (none for operators)."""
+async def snapshot(request: Request, who: Caller, version: int) -> dict:
+    """Today's figures per enterprise in the caller's scope (none for operators), computed once per
+    scope and interval version however many streams share that scope."""
+    cache: dict = request.app.state.snapshots
+    key = (who.role, who.scope, version)
+    if key not in cache:
+        if len(cache) > 1000:  # older versions are never asked for again
+            cache.clear()
+        cache[key] = asyncio.ensure_future(_snapshot(request, who))
+    try:
+        return await asyncio.shield(cache[key])
+    except Exception:
+        cache.pop(key, None)
+        raise
+
+
+async def _snapshot(request: Request, who: Caller) -> dict:
     out: dict = {"at": datetime.now(UTC).isoformat()}
     if not who.reads_energy:
         return out
@@ -118,8 +133,8 @@ async def stream(request: Request, who: CallerDep) -> StreamingResponse:
         metrics.sse_clients.inc()
         try:
             ends = time.monotonic() + settings["lifetime"]
-            yield f"retry: 3000\nevent: intervals\ndata: {json.dumps(await snapshot(request, who))}\n\n"
             seen = notifier.version
+            yield f"retry: 3000\nevent: intervals\ndata: {json.dumps(await snapshot(request, who, seen))}\n\n"
             while time.monotonic() < ends:
                 version = await notifier.wait_newer(seen, settings["heartbeat"])
                 if version == seen:
@@ -127,7 +142,7 @@ async def stream(request: Request, who: CallerDep) -> StreamingResponse:
                     continue
                 seen = version
                 metrics.sse_events.inc()
-                yield f"event: intervals\ndata: {json.dumps(await snapshot(request, who))}\n\n"
+                yield f"event: intervals\ndata: {json.dumps(await snapshot(request, who, version))}\n\n"
                 await asyncio.sleep(settings["min_gap"])  # bound the rate of queries per stream
         finally:
             settings["open"] -= 1
