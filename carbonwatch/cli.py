@@ -177,7 +177,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from carbonwatch.collector.db import database_url
 
     app = create_app(database_url(args.database_url))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # live streams would otherwise hold a shutdown open until every browser tab closes
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
     return 0
 
 
@@ -208,6 +209,31 @@ def cmd_db_acl(args: argparse.Namespace) -> int:
     from carbonwatch.contracts.site import load_site
 
     print(mosquitto_acl([load_site(p) for p in args.sites], args.collector_user or ["collector"]), end="")
+    return 0
+
+
+def cmd_db_token(args: argparse.Namespace) -> int:
+    from carbonwatch.api.auth import TokenError, create_token, list_tokens, revoke_token
+    from carbonwatch.collector.db import connect
+
+    with connect(args.database_url) as conn:
+        try:
+            if args.action == "create":
+                if not args.role or not args.label:
+                    raise CommandError("token create needs --role and --label")
+                print(create_token(conn, args.role, args.scope, args.label))
+            elif args.action == "list":
+                for tid, role, scope, label, created, revoked in list_tokens(conn):
+                    state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+                    print(f"{tid}\t{role}\t{scope or '-'}\t{label}\t{created:%Y-%m-%d %H:%M}\t{state}")
+            else:
+                if args.id is None:
+                    raise CommandError("token revoke needs --id (see token list)")
+                if not revoke_token(conn, args.id):
+                    raise CommandError(f"no active token with id {args.id}")
+                print(f"revoked token {args.id}")
+        except TokenError as exc:
+            raise CommandError(str(exc)) from None
     return 0
 
 
@@ -300,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_url_option(p)
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between meter polls (default 5)")
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument(
+        "--history-days", type=float, default=3, help="days of synthetic 15-minute history for the charts (default 3)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="serve the meters of a site file over Modbus")
@@ -405,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sites", nargs="+", help="site YAML files")
     q.add_argument("--collector-user", action="append", default=None, help="broker user of a collector (repeatable)")
     q.set_defaults(func=cmd_db_acl)
+    q = dbsub.add_parser("token", help="API tokens: create (prints the token once), list, revoke")
+    _db_url_option(q)
+    q.add_argument("action", choices=["create", "list", "revoke"])
+    q.add_argument("--role", choices=["enterprise", "province", "operator", "admin"])
+    q.add_argument("--scope", help="enterprise: its unified social credit code; province: its GB/T 2260 code")
+    q.add_argument("--label", help="who or what the token is for")
+    q.add_argument("--id", type=int, help="revoke: the token id shown by list")
+    q.set_defaults(func=cmd_db_token)
 
     p = sub.add_parser(
         "account",

@@ -64,8 +64,10 @@ def demo_site(name: str, data_dir: Path, broker: Broker, ports: dict[int, int], 
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from carbonwatch.api.auth import create_token
     from carbonwatch.collector.db import connect, database_url, migrate
     from carbonwatch.collector.registry import register_site
+    from carbonwatch.history import seed_history
 
     tmp = None
     if args.data_dir:
@@ -96,7 +98,10 @@ def run_demo(args: argparse.Namespace) -> int:
             sites = [demo_site(name, data_dir, broker, ports, args.poll_interval) for name in DEMO_SITES]
             for site in sites:
                 register_site(conn, site, actor="demo")
-        run_until_signalled(lambda stop: _run(args, db_url, broker, sites, stop))
+            if args.history_days > 0 and not conn.execute("SELECT 1 FROM intervals_15m LIMIT 1").fetchone():
+                seed_history(conn, args.history_days)  # so the charts have days to show at once
+            token = create_token(conn, "admin", None, "carbonwatch demo")
+        run_until_signalled(lambda stop: _run(args, db_url, broker, sites, token, stop))
     finally:
         for stop in reversed(stops):
             with contextlib.suppress(Exception):
@@ -114,7 +119,9 @@ def _env_database() -> bool:
     return bool(os.environ.get(DATABASE_URL_ENV))
 
 
-async def _run(args: argparse.Namespace, db_url: str, broker: Broker, sites: list[Site], stop: asyncio.Event) -> None:
+async def _run(
+    args: argparse.Namespace, db_url: str, broker: Broker, sites: list[Site], token: str, stop: asyncio.Event
+) -> None:
     import uvicorn
 
     from carbonwatch.api.app import create_app
@@ -153,7 +160,10 @@ async def _run(args: argparse.Namespace, db_url: str, broker: Broker, sites: lis
     collector_thread = threading.Thread(target=collector.run, args=(collector_stop,), name="collector", daemon=True)
     collector_thread.start()
 
-    server = uvicorn.Server(uvicorn.Config(create_app(db_url), host=args.host, port=args.port, log_level="warning"))
+    config = uvicorn.Config(
+        create_app(db_url), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
+    )
+    server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # our handler owns Ctrl-C
     api_task = asyncio.create_task(server.serve())
     while not server.started and not api_task.done():
@@ -164,8 +174,8 @@ async def _run(args: argparse.Namespace, db_url: str, broker: Broker, sites: lis
     print(
         f"\ncarbonwatch demo is running: {len(sites)} enterprises, {meters} simulated meters, "
         f"broker {broker.host}:{broker.port} (MQTT {broker.protocol}).\n"
-        f"  dashboard: http://{args.host}:{args.port}/\n"
-        f"  API docs:  http://{args.host}:{args.port}/docs\n"
+        f"  dashboard: http://{args.host}:{args.port}/#token={token}\n"
+        f"  API docs:  http://{args.host}:{args.port}/docs (Authorize with the token above: {token})\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )

@@ -98,6 +98,39 @@ def median_ms(conn: psycopg.Connection, sql: str, params: dict, runs: int) -> tu
     return statistics.median(times), rows
 
 
+def build_year(url: str, enterprises: int, points_per_enterprise: int, end: datetime) -> tuple[list[int], int]:
+    """Enterprises of 50 electricity counters in Shanxi, 15-minute intervals from YEAR_START to ``end``, the
+    hour/day/month rollups and completeness bitmaps; returns the point ids and the interval count."""
+    for n in range(enterprises):
+        gateways = max(1, points_per_enterprise // 25)
+        register(url, make_site(gateways=gateways, points=points_per_enterprise // gateways, n=n + 1, gauges=False))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE points SET registered_at = %s", (YEAR_START,))
+        points = [r[0] for r in conn.execute("SELECT id FROM points ORDER BY id")]
+        conn.execute(
+            """INSERT INTO intervals_15m (point_id, bucket, quantity, flags, coverage)
+               SELECT p, b, 1 + (p %% 7) + random(), (random() < 0.001)::int * 2, 1
+               FROM unnest(%s::int4[]) AS p,
+                    generate_series(%s, %s - interval '15 minutes', interval '15 minutes') AS b
+               ORDER BY 1, 2""",
+            (points, YEAR_START, end),
+        )
+        # Every point misses the last 76 slots of each month's bitmap (about 97% complete).
+        conn.execute(
+            """INSERT INTO completeness_1mon (point_id, bucket, slots)
+               SELECT p, m, (repeat('1', 2900) || repeat('0', 76))::bit(2976)
+               FROM unnest(%s::int4[]) AS p,
+                    generate_series(%s::timestamp, %s::timestamp - interval '1 day', interval '1 month') g,
+                    LATERAL (SELECT g AT TIME ZONE 'Asia/Shanghai' AS m) x""",
+            (points, YEAR_START.replace(tzinfo=None) + BEIJING, end.replace(tzinfo=None) + BEIJING),
+        )
+        (rows,) = conn.execute("SELECT count(*) FROM intervals_15m").fetchone()
+        refresh_rollups(conn, points, [YEAR_START] * len(points), [end] * len(points))
+        refresh_continuous_aggregates(conn, None, None)
+        conn.execute("VACUUM ANALYZE")
+    return points, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run for CI (well under a minute)")
@@ -116,36 +149,11 @@ def main() -> None:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
-        for n in range(enterprises):
-            gateways = max(1, args.points // 25)
-            register(url, make_site(gateways=gateways, points=args.points // gateways, n=n + 1, gauges=False))
+        t = time.perf_counter()
+        points, rows = build_year(url, enterprises, args.points, end)
+        print(f"{rows:,} intervals of {len(points):,} points over {days} days, with rollups, "
+              f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE points SET registered_at = %s", (YEAR_START,))
-            points = [r[0] for r in conn.execute("SELECT id FROM points ORDER BY id")]
-            t = time.perf_counter()
-            conn.execute(
-                """INSERT INTO intervals_15m (point_id, bucket, quantity, flags, coverage)
-                   SELECT p, b, 1 + (p %% 7) + random(), (random() < 0.001)::int * 2, 1
-                   FROM unnest(%s::int4[]) AS p,
-                        generate_series(%s, %s - interval '15 minutes', interval '15 minutes') AS b
-                   ORDER BY 1, 2""",
-                (points, YEAR_START, end),
-            )
-            # Every point misses the last 76 slots of each month's bitmap (about 97% complete).
-            conn.execute(
-                """INSERT INTO completeness_1mon (point_id, bucket, slots)
-                   SELECT p, m, (repeat('1', 2900) || repeat('0', 76))::bit(2976)
-                   FROM unnest(%s::int4[]) AS p,
-                        generate_series(%s::timestamp, %s::timestamp - interval '1 day', interval '1 month') g,
-                        LATERAL (SELECT g AT TIME ZONE 'Asia/Shanghai' AS m) x""",
-                (points, YEAR_START.replace(tzinfo=None) + BEIJING, end.replace(tzinfo=None) + BEIJING),
-            )
-            (rows,) = conn.execute("SELECT count(*) FROM intervals_15m").fetchone()
-            refresh_rollups(conn, points, [YEAR_START] * len(points), [end] * len(points))
-            refresh_continuous_aggregates(conn, None, None)
-            conn.execute("VACUUM ANALYZE")
-            print(f"{rows:,} intervals of {len(points):,} points over {days} days, with rollups, "
-                  f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
             enterprise = conn.execute("SELECT code FROM enterprises ORDER BY code LIMIT 1").fetchone()[0]
             params = {"province": "140000", "start": YEAR_START, "end": end, "enterprise": enterprise,
                       "point": points[0]}  # fmt: skip

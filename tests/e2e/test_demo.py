@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,16 +55,25 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path, broker):
                 break
         assert any(f"http://127.0.0.1:{port}/" in line for line in lines), "".join(lines[-30:])
         base = f"http://127.0.0.1:{port}"
-        enterprises = httpx.get(f"{base}/api/v1/enterprises", timeout=10).json()
+        # the printed link logs in: its fragment carries a token
+        token = re.search(r"#token=(\S+)", "".join(lines)).group(1)
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/v1/enterprises", timeout=10).status_code == 401
+        enterprises = httpx.get(f"{base}/api/v1/enterprises", headers=auth, timeout=10).json()
         assert {e["province"] for e in enterprises} == {"140000", "630000"}
 
         def co2_flowing():
-            body = httpx.get(f"{base}/api/v1/enterprises/{enterprises[0]['code']}/emissions", timeout=10).json()
+            body = httpx.get(
+                f"{base}/api/v1/enterprises/{enterprises[0]['code']}/emissions", headers=auth, timeout=10
+            ).json()
             return body["co2_t"] > 0
 
         wait_until(co2_flowing, 60, interval=1, what="live CO2 from the simulated plant")
         page = httpx.get(base + "/", timeout=10)
         assert page.status_code == 200 and "carbonwatch" in page.text
+        # the seeded history gives the charts days to show
+        days = httpx.get(f"{base}/api/v1/energy", params={"period": "day"}, headers=auth, timeout=10).json()["rows"]
+        assert len({r["period"] for r in days}) >= 3
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -1,0 +1,420 @@
+// carbonwatch dashboard: province overview, enterprise drill-down, data quality; live over server-sent events.
+// Static page; every figure comes from /api/v1 with the bearer token kept in sessionStorage.
+(() => {
+  "use strict";
+  const TOKEN_KEY = "carbonwatch.token";
+  const LANG_KEY = "carbonwatch.lang";
+  const COLORS = ["#0b7285", "#e8590c", "#5f3dc4", "#2b8a3e", "#c2255c", "#1864ab", "#868e96"];
+  const state = { me: null, live: null, streamAbort: null, charts: [], renderedAt: 0 };
+  let lang = localStorage.getItem(LANG_KEY) || "zh";
+
+  // --- formatting and requests --------------------------------------------------------------
+  const t = (key) => (window.CW_TEXT[lang] && window.CW_TEXT[lang][key]) || window.CW_TEXT.en[key] || key;
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const num = (v, digits = 2) =>
+    v === null || v === undefined ? "—" : Number(v).toLocaleString(lang === "zh" ? "zh-CN" : "en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
+  const carrierName = (c) => (t(`carrier_${c}`) !== `carrier_${c}` ? t(`carrier_${c}`) : c);
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+  // times are shown in Beijing time, as the reporting rules count them, whatever the browser's zone
+  const bj = (iso, opts = {}) =>
+    iso ? new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { timeZone: "Asia/Shanghai", ...opts }) : "—";
+  const main = () => document.getElementById("main");
+
+  async function api(path) {
+    const r = await fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${token()}` } });
+    if (r.status === 401) {
+      logout();
+      throw new Error("unauthorised");
+    }
+    if (!r.ok) throw new Error(`${r.status} ${(await r.json().catch(() => ({}))).detail || r.statusText}`);
+    return r.json();
+  }
+
+  function logout() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (state.streamAbort) state.streamAbort.abort();
+    state.me = null;
+    renderLogin();
+  }
+
+  function translateStatic() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    document.getElementById("lang").textContent = lang === "zh" ? "EN" : "中文";
+    document.querySelectorAll("[data-i18n]").forEach((el) => (el.textContent = t(el.dataset.i18n)));
+  }
+
+  // --- charts (uPlot) -----------------------------------------------------------------------
+  // xs: epoch seconds (a time axis), or labels (a category axis: one slot per label, every one shown)
+  function chart(el, xs, series, { bars = false, height = 240, stacked = false, every = 1 } = {}) {
+    if (!xs.length || !series.length) {
+      el.innerHTML = `<p class="muted">${t("none")}</p>`;
+      return;
+    }
+    if (stacked) {
+      // stacked bars: draw running totals, the largest first, so each carrier shows as its own band
+      const cum = [];
+      series.forEach((s, i) => cum.push({ ...s, values: s.values.map((v, j) => v + (i ? cum[i - 1].values[j] : 0)) }));
+      series = cum.reverse();
+    }
+    const categories = typeof xs[0] === "string" ? xs : null;
+    const x = categories ? categories.map((_, i) => i + 1) : xs;
+    const fromZero = (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1];
+    const width = Math.max(320, el.clientWidth || 640);
+    const color = (s, i) => s.color || COLORS[i % COLORS.length];
+    const opts = {
+      width,
+      height,
+      series: [
+        categories ? { label: "", value: (u, v) => (v ? categories[v - 1] : "—") } : {},
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: color(s, i),
+          fill: (s.bars ?? bars) ? `${color(s, i)}cc` : series.some((o) => o.bars) ? undefined : `${color(s, i)}22`,
+          width: (s.bars ?? bars) ? 0 : 2,
+          scale: s.scale || "y",
+          paths: (s.bars ?? bars) ? uPlot.paths.bars({ size: [stacked ? 0.7 : 0.75 - 0.35 * i, 80] }) : undefined,
+          points: { show: !(s.bars ?? bars) && x.length < 40, size: 6 },
+          value: (u, v) => (v === null || v === undefined ? "—" : num(v)),
+        })),
+      ],
+      axes: [
+        categories
+          ? { splits: () => x.filter((i) => (i - 1) % every === 0), values: (u, splits) => splits.map((i) => categories[i - 1] || "") }
+          : {},
+        { scale: "y", size: 70 },
+        ...(series.some((s) => s.scale === "y2") ? [{ scale: "y2", side: 1, size: 70, grid: { show: false } }] : []),
+      ],
+      scales: {
+        x: categories ? { time: false, range: () => [0.4, x.length + 0.6] } : { time: true },
+        y: { range: fromZero },
+        y2: { range: fromZero },
+      },
+      legend: { live: true },
+    };
+    state.charts.push(new uPlot(opts, [x, ...series.map((s) => s.values)], el));
+  }
+
+  // --- live updates (server-sent events over fetch, so the token stays in a header) -----------
+  async function startStream() {
+    if (state.streamAbort) state.streamAbort.abort();
+    const ctrl = new AbortController();
+    state.streamAbort = ctrl;
+    const live = document.getElementById("live");
+    while (!ctrl.signal.aborted) {
+      try {
+        const r = await fetch("/api/v1/stream", { headers: { Authorization: `Bearer ${token()}` }, signal: ctrl.signal });
+        if (!r.ok || !r.body) throw new Error(String(r.status));
+        live.dataset.state = "on";
+        const reader = r.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true });
+          let cut;
+          while ((cut = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, cut);
+            buf = buf.slice(cut + 2);
+            const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+            if (data) onLive(JSON.parse(data));
+          }
+        }
+      } catch (e) {
+        if (ctrl.signal.aborted) return;
+      }
+      live.dataset.state = "off";
+      await new Promise((res) => setTimeout(res, 3000));
+    }
+  }
+
+  const FULL_REFRESH_MS = 60000;
+  function onLive(msg) {
+    state.live = msg;
+    document.getElementById("live-at").textContent = bj(msg.at, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    applyLive();
+    // the live cells change at once; charts and tables are redrawn at most once a minute
+    if (Date.now() - state.renderedAt > FULL_REFRESH_MS && !document.getElementById("login")) render();
+  }
+
+  function applyLive() {
+    const msg = state.live;
+    if (!msg || !msg.enterprises) return;
+    const by = Object.fromEntries(msg.enterprises.map((e) => [e.enterprise, e]));
+    document.querySelectorAll("[data-co2]").forEach((el) => {
+      const e = by[el.dataset.co2];
+      if (e) flash(el, num(e.co2_location_t, 4));
+    });
+    document.querySelectorAll("[data-live-tce]").forEach((el) => {
+      const e = by[el.dataset.liveTce];
+      if (e) flash(el, num(e.tce, 4));
+    });
+    const total = (f) => msg.enterprises.reduce((a, e) => a + e[f], 0);
+    document.querySelectorAll("[data-live-total]").forEach((el) => flash(el, num(total(el.dataset.liveTotal), 4)));
+  }
+
+  function flash(el, text) {
+    if (el.textContent === text) return;
+    el.textContent = text;
+    el.classList.remove("flash");
+    void el.offsetWidth;
+    el.classList.add("flash");
+  }
+
+  // --- views --------------------------------------------------------------------------------
+  function kpi(label, value, extra = "") {
+    return `<div class="kpi"><div class="label">${esc(label)}</div><div class="value" ${extra}>${value}</div></div>`;
+  }
+
+  function nav() {
+    const me = state.me;
+    const links = [];
+    if (me.role === "admin") links.push(["#/provinces", t("provinces")]);
+    if (me.role === "province") links.push([`#/province/${me.scope}`, t("overview")]);
+    if (me.role !== "operator") links.push(["#/enterprises", t("enterprises")]);
+    links.push(["#/quality", t("quality")]);
+    document.getElementById("nav").innerHTML = links.map(([h, l]) => `<a href="${h}">${esc(l)}</a>`).join("");
+  }
+
+  async function viewProvinces() {
+    const body = await api("/energy?level=province&period=year");
+    const rows = body.rows.map((r) => `<tr><td><a href="#/province/${esc(r.key)}">${esc(r.key)}</a></td>
+      <td class="num">${num(r.tce > 0 ? r.co2_location_t / r.tce : null, 3)}</td><td class="num">${num(r.tce)}</td>
+      <td class="num">${num(r.co2_location_t)}</td><td class="num">${num(r.co2_market_t)}</td></tr>`);
+    main().innerHTML = `<h1>${t("provinces")} · ${body.rows[0] ? esc(body.rows[0].period) : ""}</h1>
+      <div class="card"><table><thead><tr><th>${t("province")}</th><th>${t("co2_per_tce")}</th><th>${t("tce")}</th>
+      <th>${t("co2_loc")}</th><th>${t("co2_mkt")}</th></tr></thead><tbody>${rows.join("") || `<tr><td colspan="5">${t("none")}</td></tr>`}</tbody></table></div>`;
+  }
+
+  async function viewProvince(code) {
+    const ov = await api(`/provinces/${code}/overview`);
+    const name = lang === "zh" ? ov.name : ov.name_en;
+    const maxCo2 = Math.max(1e-9, ...ov.cities.map((c) => c.co2_location_t));
+    const cities = ov.cities.map((c) => `<tr><td><a href="#/enterprises/${esc(c.city)}">${esc(c.city)}</a></td><td class="num">${c.enterprises}</td>
+      <td class="num strong">${num(c.co2_per_tce, 3)}</td><td class="num">${pct(c.dual_control_share)}</td>
+      <td class="num">${num(c.tce)}</td><td class="num">${num(c.co2_location_t)}
+      <div class="bar" style="width:${(100 * c.co2_location_t) / maxCo2}%"></div></td><td class="num">${num(c.co2_market_t)}</td>
+      <td class="num">${num(c.today_co2_t, 4)}</td></tr>`);
+    const targets = ov.targets.map((g) => `<tr><td>${esc(g.name)}</td><td>${g.year}</td>
+      <td>${esc(t(`comparator_${g.comparator}`))} ${num(g.value, g.value % 1 ? 1 : 0)}${esc(g.unit === "1" ? "" : g.unit)}${g.base_year ? ` (${g.base_year})` : ""}</td>
+      <td class="muted">${g.measured === null ? t("not_metered") : num(g.measured)}</td>
+      <td class="muted" title="${esc(g.quote)}">${esc(g.document_title)}${g.document_status === "draft" ? ` (${t("status_draft")})` : ""}</td></tr>`);
+    main().innerHTML = `<h1>${esc(name || code)} · ${ov.year} <span class="muted small">${t("intensity_first")}</span></h1>
+      <div class="kpis">
+        ${kpi(t("co2_per_tce"), num(ov.totals.co2_per_tce, 3), 'class="value strong"')}
+        ${kpi(t("tce"), num(ov.totals.tce))}
+        ${kpi(t("co2_loc"), num(ov.totals.co2_location_t))}
+        ${kpi(t("co2_mkt"), num(ov.totals.co2_market_t))}
+        ${kpi(t("today_co2"), num(ov.totals.today_co2_t, 4), 'data-live-total="co2_location_t"')}
+        ${kpi(t("today_tce"), num(ov.totals.today_tce, 4), 'data-live-total="tce"')}
+      </div>
+      <div class="card"><h2>${t("city")}</h2><table><thead><tr><th>${t("city")}</th><th>${t("enterprises")}</th>
+        <th>${t("co2_per_tce")}</th><th>${t("dual_share")}</th><th>${t("tce")}</th><th>${t("co2_loc")}</th>
+        <th>${t("co2_mkt")}</th><th>${t("today_co2")}</th></tr></thead><tbody>${cities.join("")}</tbody></table></div>
+      <div class="grid2"><div class="card"><h2>${t("monthly")}</h2><div id="c-months"></div></div>
+      <div class="card"><h2>${t("by_carrier")}</h2><div id="c-carriers"></div></div></div>
+      <div class="card"><h2>${t("targets")}</h2><table><thead><tr><th>${t("indicator")}</th><th>${t("year")}</th><th>${t("target")}</th>
+        <th>${t("measured")}</th><th>${t("source")}</th></tr></thead><tbody>${targets.join("") || `<tr><td colspan="5">${t("none")}</td></tr>`}</tbody></table></div>
+      <p class="muted small">${t("method")}: ${esc(ov.method_version)} · ${t("factor_set")}: ${esc(ov.factor_set)}</p>`;
+    // every month of the year, so the chart reads as progress through it
+    const labels = Array.from({ length: 12 }, (_, i) => `${ov.year}-${String(i + 1).padStart(2, "0")}`);
+    const byMonth = Object.fromEntries(ov.months.map((m) => [m.period, m]));
+    const col = (f) => labels.map((l) => (byMonth[l] ? f(byMonth[l]) : 0));
+    const short = labels.map((l) => l.slice(5));
+    chart(document.getElementById("c-months"), short, [
+      { label: t("co2_loc"), values: col((m) => m.co2_location_t) },
+      { label: t("co2_mkt"), values: col((m) => m.co2_market_t), color: "#e8590c" },
+    ], { bars: true });
+    const carriers = [...new Set(ov.months.flatMap((m) => Object.keys(m.tce_by_carrier)))];
+    chart(document.getElementById("c-carriers"), short, carriers.map((c) => ({ label: carrierName(c), values: col((m) => m.tce_by_carrier[c] || 0) })), { bars: true, stacked: true });
+    applyLive();
+  }
+
+  async function viewEnterprises(city) {
+    const ents = await api(city ? `/enterprises?city=${encodeURIComponent(city)}` : "/enterprises");
+    const rows = ents.map((e) => `<tr><td><a href="#/enterprise/${esc(e.code)}">${esc(lang === "zh" ? e.name : e.name_en || e.name)}</a></td>
+      <td>${esc(e.code)}</td><td>${esc(e.city)}</td><td>${esc(e.industry)}</td>
+      <td class="num" data-co2="${esc(e.code)}">—</td><td class="num" data-live-tce="${esc(e.code)}">—</td></tr>`);
+    main().innerHTML = `<h1>${t("enterprises")}${city ? ` · ${esc(city)}` : ""}</h1><div class="card"><table id="rows-table">
+      <thead><tr><th>${t("enterprise")}</th><th>${t("code")}</th><th>${t("city")}</th><th>GB/T 4754</th><th>${t("today_co2")}</th><th>${t("today_tce")}</th></tr></thead>
+      <tbody id="rows">${rows.join("") || `<tr><td colspan="6">${t("none")}</td></tr>`}</tbody></table></div>`;
+    applyLive();
+  }
+
+  async function viewEnterprise(code) {
+    const ov = await api(`/enterprises/${code}/overview`);
+    const meters = await api(`/enterprises/${code}/meters`);
+    const carriers = ov.carriers.map((c) => `<tr><td>${esc(carrierName(c.key))}</td><td class="num">${num(c.tce)}</td>
+      <td class="num">${num(c.tce_dual_control)}</td><td class="num">${num(c.co2_location_t)}</td><td class="num">${num(c.co2_market_t)}</td></tr>`);
+    const points = ov.points.map((p) => `<tr><td><a href="#" data-point="${esc(p.key)}">${esc(p.key)}</a></td><td class="num">${num(p.tce)}</td><td class="num">${num(p.co2_location_t)}</td>
+      <td>${p.flags ? `<span class="tag warn">flags ${p.flags}</span>` : ""}</td></tr>`);
+    const meterRows = meters.map((m) => `<tr><td>${esc(m.gateway)}</td><td>${esc(m.meter)}</td><td>${esc(m.model || "")}</td>
+      <td><span class="tag ${m.state === "ok" ? "ok" : m.state ? "bad" : ""}">${esc(m.state || "—")}</span></td>
+      <td>${bj(m.last_reading)}</td></tr>`);
+    const intensity = ov.intensity.map((c) => c.error ? `<tr><td colspan="5">${esc(c.error)}</td></tr>` : `<tr><td>${esc(c.name)}</td>
+      <td class="num strong">${num(c.value, 1)} ${esc(c.unit)}</td><td>${esc(c.grade || "—")}</td>
+      <td>${c.levels.map((l) => `${esc(l.kind)} ${l.comparator} ${num(l.value, 0)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span>`).join("<br>")}</td>
+      <td class="bad">${c.alerts.map(esc).join("<br>")}</td></tr>`);
+    main().innerHTML = `<h1>${esc(lang === "zh" ? ov.name : ov.name_en || ov.name)} <span class="muted small">${esc(ov.code)} · ${ov.year}</span></h1>
+      <div class="kpis">
+        ${kpi(t("co2_per_tce"), num(ov.totals.tce > 0 ? ov.totals.co2_location_t / ov.totals.tce : null, 3), 'class="value strong"')}
+        ${kpi(t("tce"), num(ov.totals.tce))}
+        ${kpi(t("tce_dual"), num(ov.totals.tce_dual_control))}
+        ${kpi(t("co2_loc"), num(ov.totals.co2_location_t))}
+        ${kpi(t("co2_mkt"), num(ov.totals.co2_market_t))}
+        ${kpi(t("today_co2"), num(ov.today.co2_location_t, 4), `data-co2="${esc(ov.code)}"`)}
+        ${kpi(t("today_tce"), num(ov.today.tce, 4), `data-live-tce="${esc(ov.code)}"`)}
+      </div>
+      <p class="actions">${t("report")}: <a class="button" href="#" data-report="csv">${t("csv")}</a>
+        <a class="button" href="#" data-report="html">${t("print")}</a></p>
+      <div class="grid2"><div class="card"><h2>${t("daily")}</h2><div id="c-days"></div></div>
+      <div class="card"><h2>${t("today_15")}</h2><div id="c-today"></div></div></div>
+      <div class="grid2"><div class="card"><h2>${t("carriers")}</h2><table><thead><tr><th>${t("carriers")}</th><th>${t("tce")}</th>
+        <th>${t("tce_dual")}</th><th>${t("co2_loc")}</th><th>${t("co2_mkt")}</th></tr></thead><tbody>${carriers.join("")}</tbody></table></div>
+      <div class="card"><h2>${t("points")}</h2><table><thead><tr><th>${t("point")}</th><th>${t("tce")}</th><th>${t("co2_loc")}</th><th></th></tr></thead>
+        <tbody>${points.join("")}</tbody></table></div></div>
+      <div class="card" id="point-card" hidden><h2 id="point-title"></h2><div id="c-point"></div></div>
+      <div class="card"><h2>${t("product_intensity")}</h2>${intensity.length ? `<table><thead><tr><th>${t("indicator")}</th><th></th><th>${t("grade")}</th>
+        <th>${t("levels")}</th><th>${t("alerts")}</th></tr></thead><tbody>${intensity.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}</div>
+      <div class="card"><h2>${t("meter")}</h2><table><thead><tr><th>${t("gateway")}</th><th>${t("meter")}</th><th></th><th>${t("state")}</th>
+        <th>${t("last_seen")}</th></tr></thead><tbody>${meterRows.join("")}</tbody></table></div>
+      <p class="muted small">${t("method")}: ${esc(ov.method_version)} · ${t("factor_set")}: ${esc(ov.factor_set)}</p>`;
+    chart(document.getElementById("c-days"), ov.days.map((d) => d.period.slice(5)), [
+      { label: t("tce"), values: ov.days.map((d) => d.tce), bars: true },
+      { label: t("co2_loc"), values: ov.days.map((d) => d.co2_location_t), scale: "y2", color: "#e8590c" },
+    ], { every: Math.max(1, Math.ceil(ov.days.length / 12)) });
+    // the 96 quarter hours of today (Beijing time), empty ones still to come
+    const slots = Array.from({ length: 96 }, (_, i) => `${String(Math.floor(i / 4)).padStart(2, "0")}:${String((i % 4) * 15).padStart(2, "0")}`);
+    const byQuarter = Object.fromEntries(ov.today_15min.map((d) => [d.period.slice(11, 16), d.co2_location_t]));
+    chart(document.getElementById("c-today"), slots, [
+      { label: t("co2_loc"), values: slots.map((q) => (q in byQuarter ? byQuarter[q] : null)), color: "#e8590c" },
+    ], { bars: true, every: 12 });
+    document.querySelectorAll("[data-point]").forEach((a) => a.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      showPoint(code, a.dataset.point);
+    }));
+    document.querySelectorAll("[data-report]").forEach((a) => a.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      downloadReport(code, ov.year, a.dataset.report);
+    }));
+    applyLive();
+  }
+
+  // one point's 15-minute intervals over the last two days, anomalies marked
+  async function showPoint(code, point) {
+    const start = new Date(Date.now() - 2 * 86400000).toISOString();
+    const body = await api(`/enterprises/${code}/intervals?point=${encodeURIComponent(point)}&start=${encodeURIComponent(start)}&end=${encodeURIComponent(new Date().toISOString())}`);
+    const card = document.getElementById("point-card");
+    card.hidden = false;
+    const flagged = body.intervals.filter((i) => i.flags & 15).length;
+    document.getElementById("point-title").textContent =
+      `${point} · ${t("intervals_48h")} (${body.unit})${flagged ? ` · ${t("kind_counter_anomaly")}: ${flagged}` : ""}`;
+    const el = document.getElementById("c-point");
+    el.innerHTML = "";
+    const labels = body.intervals.map((i) => bj(i.bucket, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }));
+    chart(el, labels, [
+      { label: `${t("quantity")} ${body.unit}`, values: body.intervals.map((i) => i.quantity), bars: true },
+      { label: t("co2_loc"), values: body.intervals.map((i) => i.co2_location_t), scale: "y2", color: "#e8590c" },
+    ], { every: 16 });
+    card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  }
+
+  async function downloadReport(code, year, format) {
+    const r = await fetch(`/api/v1/enterprises/${code}/report?year=${year}&format=${format}&lang=${lang}`, { headers: { Authorization: `Bearer ${token()}` } });
+    if (!r.ok) return alert(`${r.status}`);
+    const blob = await r.blob();
+    const url = URL.createObjectURL(blob);
+    if (format === "html") {
+      window.open(url, "_blank");
+    } else {
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = `carbon-report-${code}-${year}.csv`;
+      a.click();
+    }
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  async function viewQuality() {
+    const [alerts, fleet, gateways] = await Promise.all([api("/alerts"), api("/fleet"), api("/gateways")]);
+    const rows = alerts.alerts.map((a) => `<tr class="${a.severity}"><td><span class="tag ${a.severity === "critical" ? "bad" : "warn"}">${esc(t(`kind_${a.kind}`))}</span></td>
+      <td>${esc(a.name)}</td><td>${esc(a.gateway)}</td><td>${esc(a.meter || "")}</td><td>${esc(a.point || "")}</td>
+      <td>${bj(a.since)}</td><td>${esc(a.detail || "")}</td></tr>`);
+    const gw = gateways.map((g) => `<tr><td>${esc(g.name)}</td><td>${esc(g.gateway)}</td>
+      <td><span class="tag ${g.stale ? "bad" : "ok"}">${esc(g.state || "—")}${g.stale ? ` · ${t("stale")}` : ""}</span></td>
+      <td>${bj(g.last_seen)}</td><td class="num">${g.meters}</td><td class="num">${g.meters_not_ok}</td></tr>`);
+    const counts = Object.entries(alerts.counts).map(([k, n]) => kpi(t(`kind_${k}`), n)).join("");
+    main().innerHTML = `<h1>${t("quality")}</h1>
+      <div class="kpis">${kpi(t("enterprises"), fleet.enterprises)}${kpi(t("gateways_online"), `${fleet.gateways_online} / ${fleet.gateways}`)}
+        ${kpi(t("stale"), fleet.gateways_stale)}${kpi(t("meters_down"), fleet.meters_by_state.down)}${kpi(t("meters_degraded"), fleet.meters_by_state.degraded)}${counts}</div>
+      <div class="card"><h2>${t("alerts")}</h2><table id="alerts"><thead><tr><th>${t("kind")}</th><th>${t("enterprise")}</th><th>${t("gateway")}</th>
+        <th>${t("meter")}</th><th>${t("point")}</th><th>${t("since")}</th><th>${t("detail")}</th></tr></thead>
+        <tbody>${rows.join("") || `<tr><td colspan="7">${t("none")}</td></tr>`}</tbody></table></div>
+      <div class="card"><h2>${t("gateways")}</h2><table><thead><tr><th>${t("enterprise")}</th><th>${t("gateway")}</th><th>${t("state")}</th>
+        <th>${t("last_seen")}</th><th>${t("meter")}</th><th>${t("meters_down")}</th></tr></thead><tbody>${gw.join("")}</tbody></table></div>`;
+  }
+
+  // --- routing ------------------------------------------------------------------------------
+  async function render() {
+    state.renderedAt = Date.now();
+    state.charts.forEach((c) => c.destroy());
+    state.charts = [];
+    translateStatic();
+    if (!token()) return renderLogin();
+    try {
+      if (!state.me) {
+        state.me = await api("/me");
+        startStream();
+      }
+      nav();
+      const [, view, arg] = (location.hash || "#/").split("/");
+      const me = state.me;
+      if (view === "province") return await viewProvince(arg);
+      if (view === "provinces") return await viewProvinces();
+      if (view === "enterprise") return await viewEnterprise(arg);
+      if (view === "enterprises") return await viewEnterprises(arg);
+      if (view === "quality") return await viewQuality();
+      if (me.role === "enterprise") return await viewEnterprise(me.scope);
+      if (me.role === "province") return await viewProvince(me.scope);
+      if (me.role === "operator") return await viewQuality();
+      return await viewEnterprises();
+    } catch (e) {
+      if (token()) main().innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    }
+  }
+
+  function renderLogin(message) {
+    translateStatic();
+    document.getElementById("nav").innerHTML = "";
+    main().innerHTML = document.getElementById("login-tpl").innerHTML;
+    translateStatic();
+    if (message) document.getElementById("login-error").textContent = message;
+    document.getElementById("login").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+      const r = await fetch("/api/v1/me", { headers: { Authorization: `Bearer ${token()}` } });
+      if (!r.ok) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        document.getElementById("login-error").textContent = t("bad_token");
+        return;
+      }
+      render();
+    });
+  }
+
+  // a ready link (carbonwatch demo) carries the token in the fragment: keep it, then drop it from the address bar
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", `${location.pathname}#/`);
+  }
+  document.getElementById("lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    localStorage.setItem(LANG_KEY, lang);
+    render();
+  });
+  document.getElementById("logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", render);
+  render();
+})();
