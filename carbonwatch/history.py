@@ -32,7 +32,8 @@ def _quantity(direction: str | None, unit: str, bucket: datetime, rng: random.Ra
 
 
 def seed_history(conn: psycopg.Connection, days: float, end: datetime | None = None, seed: int = 1) -> int:
-    """Intervals for ``days`` before ``end`` (default: the start of the current 15 minutes); returns rows written."""
+    """Intervals for ``days`` before ``end`` (default: the start of the current 15 minutes), committed;
+    returns rows written."""
     end = end or datetime.now(UTC)
     step = int(BUCKET.total_seconds())
     end = datetime.fromtimestamp(int(end.timestamp()) // step * step, UTC)
@@ -53,5 +54,13 @@ def seed_history(conn: psycopg.Connection, days: float, end: datetime | None = N
                 copy.write_row(row)
         ids = [p[0] for p in points]
         refresh_rollups(conn, ids, [start] * len(ids), [end] * len(ids))
-    refresh_continuous_aggregates(conn, start, end)
+    # TimescaleDB refreshes its aggregates outside any transaction: commit what we wrote first.
+    autocommit = conn.autocommit
+    if not autocommit:
+        conn.commit()
+        conn.autocommit = True
+    try:
+        refresh_continuous_aggregates(conn, start, end)
+    finally:
+        conn.autocommit = autocommit
     return len(rows)

@@ -8,7 +8,7 @@ columns, rewritten here for the ranges the interval builder has just recomputed 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -88,10 +88,19 @@ def refresh_continuous_aggregates(conn: psycopg.Connection, start: datetime | No
     if rollups_are_tables(conn):
         return
 
-    def bound(t: datetime | None) -> sql.Composable:
-        return sql.SQL("NULL") if t is None else sql.Literal(t)  # a typed literal: the arguments are "any"
+    def bound(t: datetime | None, shift: timedelta) -> sql.Composable:
+        # a typed literal: the arguments are "any"
+        return sql.SQL("NULL") if t is None else sql.Literal(t + shift)
 
-    for view in ("energy_1h", "energy_1d", "energy_1mon"):
+    # TimescaleDB refreshes whole buckets inside the window only: widen it by one bucket each side
+    # so a window shorter than a month still materialises the months it touches.
+    for view, width in (
+        ("energy_1h", timedelta(hours=1)),
+        ("energy_1d", timedelta(days=1)),
+        ("energy_1mon", timedelta(days=31)),
+    ):
         conn.execute(
-            sql.SQL("CALL refresh_continuous_aggregate({}, {}, {})").format(sql.Literal(view), bound(start), bound(end))
+            sql.SQL("CALL refresh_continuous_aggregate({}, {}, {})").format(
+                sql.Literal(view), bound(start, -width), bound(end, width)
+            )
         )

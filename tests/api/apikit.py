@@ -9,6 +9,7 @@ import psycopg
 
 from carbonwatch.api.auth import create_token
 from carbonwatch.collector.registry import register_site
+from carbonwatch.collector.rollups import refresh_continuous_aggregates, refresh_rollups
 from carbonwatch.contracts.site import Site, uscc_check_digit
 from carbonwatch.history import seed_history
 
@@ -57,6 +58,18 @@ def seed(db_url: str, days: float = 3) -> dict[str, str]:
         }
 
 
+def refresh_rollups_of(db_url: str, point_ids: list[int]) -> None:
+    """After a test rewrote 15-minute intervals: bring the hour, day and month rollups up to date on
+    either storage path (plain tables rewritten here, TimescaleDB aggregates refreshed)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        lo, hi = conn.execute(
+            "SELECT min(bucket), max(bucket) + interval '15 minutes' FROM intervals_15m WHERE point_id = ANY(%s)",
+            (point_ids,),
+        ).fetchone()
+        refresh_rollups(conn, point_ids, [lo] * len(point_ids), [hi] * len(point_ids))
+        refresh_continuous_aggregates(conn, lo, hi)
+
+
 def degrade(db_url: str, code: str) -> None:
     """Data-quality trouble at one enterprise: its gas meter down, a counter reset yesterday, a silent
     incomer (last reading an hour ago) and about half the expected 15-minute values in the last day."""
@@ -66,10 +79,13 @@ def degrade(db_url: str, code: str) -> None:
                SELECT g.id, 'gas', 'down', 12, 'timeout after 1.0 s', now() FROM gateways g WHERE g.enterprise = %s""",
             (code,),
         )
+        (incomer,) = conn.execute(
+            "SELECT id FROM points WHERE enterprise = %s AND point = 'incomer.import_kwh'", (code,)
+        ).fetchone()
         conn.execute(
-            """UPDATE energy_1d SET flags = flags | 4 WHERE bucket = (SELECT max(bucket) FROM energy_1d)
-               AND point_id = (SELECT id FROM points WHERE enterprise = %s AND point = 'incomer.import_kwh')""",
-            (code,),
+            """UPDATE intervals_15m SET flags = flags | 4
+               WHERE point_id = %(p)s AND bucket = (SELECT max(bucket) FROM intervals_15m WHERE point_id = %(p)s)""",
+            {"p": incomer},
         )
         conn.execute(
             "UPDATE points SET registered_at = now() - interval '2 days' WHERE enterprise = %s AND kind = 'counter'",
@@ -92,3 +108,4 @@ def degrade(db_url: str, code: str) -> None:
                ON CONFLICT (point_id, bucket) DO UPDATE SET slots = completeness_1mon.slots | EXCLUDED.slots""",
             (code,),
         )
+    refresh_rollups_of(db_url, [incomer])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from apikit import QINGHAI, SHANXI_A, SHANXI_B
+from apikit import QINGHAI, SHANXI_A, SHANXI_B, refresh_rollups_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,10 +74,8 @@ def _get(api, who: str, url: str, query: dict) -> httpx.Response:
 def _mutate_others(db_url: str) -> None:
     """Change every figure and health record of B and the Qinghai plant."""
     with psycopg.connect(db_url) as conn:
-        others = "(SELECT id FROM points WHERE enterprise IN (%s, %s))"
-        for table in ("intervals_15m", "energy_1h", "energy_1d", "energy_1mon"):
-            conn.execute(f"UPDATE {table} SET quantity = quantity * 1000 + 1 WHERE point_id IN {others}",
-                         (SHANXI_B, QINGHAI))  # fmt: skip
+        others = [r[0] for r in conn.execute("SELECT id FROM points WHERE enterprise IN (%s, %s)", (SHANXI_B, QINGHAI))]
+        conn.execute("UPDATE intervals_15m SET quantity = quantity * 1000 + 1 WHERE point_id = ANY(%s)", (others,))
         conn.execute(
             "UPDATE gateways SET state = 'online', last_seen = now(), status_at = now() WHERE enterprise IN (%s, %s)",
             (SHANXI_B, QINGHAI),
@@ -94,6 +92,7 @@ def _mutate_others(db_url: str) -> None:
                WHERE enterprise IN (%s, %s)""",
             (SHANXI_B, QINGHAI),
         )
+    refresh_rollups_of(db_url, others)
 
 
 def _normalised(text: str) -> str:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from apikit import SHANXI_A
+from apikit import SHANXI_A, refresh_rollups_of
 
 from carbonwatch.accounting.intensity import compare
 from carbonwatch.api.targets import COMPARATORS, TargetsError, load_targets, parse_targets
@@ -95,8 +95,12 @@ def test_product_intensity_against_levels(api):
                VALUES (%s, %s, %s, 'furnace.output_t', 'counter', 't', 'calcium_carbide') RETURNING id""",
             (SHANXI_A, gw, meter),
         ).fetchone()
-        month = conn.execute("SELECT min(bucket) FROM energy_1mon").fetchone()[0]
-        conn.execute("INSERT INTO energy_1mon VALUES (%s, %s, 50, 0, 96, 96)", (pid, month))
+        # 50 t of output in the first 15 minutes of the seeded history
+        conn.execute(
+            "INSERT INTO intervals_15m (point_id, bucket, quantity) SELECT %s, min(bucket), 50 FROM intervals_15m",
+            (pid,),
+        )
+    refresh_rollups_of(api.db_url, [pid])
     ov = httpx.get(f"{api.url}/api/v1/enterprises/{SHANXI_A}/overview", params={"year": year},
                    headers=api.headers("A"), timeout=30).json()  # fmt: skip
     (item,) = ov["intensity"]
