@@ -1,9 +1,10 @@
 """Live updates: server-sent events (``/api/v1/stream``) when new 15-minute intervals are committed.
 
 One LISTEN connection per app hears ``cw_intervals`` (a statement trigger on ``intervals_15m``,
-migration 0006) and wakes the streams; each stream then sends its caller's own figures for
-today, at most once per ``min_gap`` seconds, and a comment line every ``heartbeat`` seconds so
-proxies keep the connection. Streams are scoped like every query and bounded in number and
+migration 0006) and wakes the streams; on a streaming replica, where notifications are not
+replayed and LISTEN is refused, it polls the replay position instead. Each stream then sends its
+caller's own figures for today, at most once per ``min_gap`` seconds, and a comment line every
+``heartbeat`` seconds so proxies keep the connection. Streams are scoped like every query and bounded in number and
 lifetime (the browser reconnects).
 """
 
@@ -32,8 +33,9 @@ router = APIRouter()
 class IntervalNotifier:
     """Counts committed interval writes, from PostgreSQL notifications; streams wait on it."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, replica_poll: float = 2.0) -> None:
         self.database_url = database_url
+        self.replica_poll = replica_poll
         self.version = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
@@ -57,17 +59,35 @@ class IntervalNotifier:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-                    await conn.execute("LISTEN cw_intervals")
+                    standby = (await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone())[0]
+                    if not standby:
+                        await conn.execute("LISTEN cw_intervals")
                     delay = 1.0
                     await self._bump()  # anything missed while disconnected
-                    async for _ in conn.notifies():
-                        await self._bump()
+                    if standby:
+                        await self._follow_replay(conn)
+                    else:
+                        async for _ in conn.notifies():
+                            await self._bump()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database restarting must not end live updates for good
                 log.warning("interval notifications lost (%s); reconnecting in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def _follow_replay(self, conn: psycopg.AsyncConnection) -> None:
+        """A standby: wake the streams whenever it has replayed a new transaction (any table; the
+        streams' own rate limit keeps that cheap). Returns if the standby is promoted."""
+        last = None
+        while True:
+            row = await (await conn.execute("SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()")).fetchone()
+            if not row[0]:
+                return  # promoted: reconnect and LISTEN like a primary
+            if row[1] != last:
+                last = row[1]
+                await self._bump()
+            await asyncio.sleep(self.replica_poll)
 
     async def wait_newer(self, seen: int, timeout: float) -> int:
         """The version once it is past ``seen``, or the current one after ``timeout`` seconds."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import yaml
 
 from carbonwatch.contracts.site import Site
@@ -164,3 +169,44 @@ def make_pki(d: Path, client_cn: str = "gw-sample") -> Path:
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *ext,
         )  # fmt: skip
     return d
+
+
+class StreamReader:
+    """Reads a server-sent-event stream in a thread, keeping the parsed ``data`` of each event."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.events: list[dict] = []
+        self.status: int | None = None
+        self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
+        self._thread = threading.Thread(target=self._run, args=(url, token), daemon=True)
+
+    def _run(self, url: str, token: str) -> None:
+        try:
+            with self._client.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
+                self.status = r.status_code
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the test
+
+    def __enter__(self) -> StreamReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._client.close()
+        self._thread.join(10)
+
+
+def add_interval(db_url: str, code: str, kwh: float) -> None:
+    """A new 15-minute interval on the enterprise's incomer, in the current bucket (as the collector writes)."""
+    now = datetime.now(UTC)
+    bucket = now - timedelta(minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond)
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            """INSERT INTO intervals_15m (point_id, bucket, quantity)
+               SELECT id, %s, %s FROM points WHERE enterprise = %s AND point = 'incomer.import_kwh'
+               ON CONFLICT (point_id, bucket) DO UPDATE SET quantity = intervals_15m.quantity + EXCLUDED.quantity""",
+            (bucket, kwh, code),
+        )

@@ -5,58 +5,14 @@ template with bounded labels."""
 from __future__ import annotations
 
 import json
-import threading
-from datetime import UTC, datetime, timedelta
 
 import httpx
-import psycopg
 import pytest
 from apikit import QINGHAI, SHANXI_A, SHANXI_B
 
-from support import wait_until
+from support import StreamReader, add_interval, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class StreamReader:
-    """Reads a server-sent-event stream in a thread, keeping the parsed ``data`` of each event."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.events: list[dict] = []
-        self.status: int | None = None
-        self._client = httpx.Client(timeout=httpx.Timeout(10, read=30))
-        self._thread = threading.Thread(target=self._run, args=(url, token), daemon=True)
-
-    def _run(self, url: str, token: str) -> None:
-        try:
-            with self._client.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
-                self.status = r.status_code
-                for line in r.iter_lines():
-                    if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-        except (httpx.HTTPError, RuntimeError):
-            pass  # closed by the test
-
-    def __enter__(self) -> StreamReader:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._client.close()
-        self._thread.join(10)
-
-
-def _add_interval(db_url: str, code: str, kwh: float) -> None:
-    """A new 15-minute interval on the enterprise's incomer, in the current bucket (as the collector writes)."""
-    now = datetime.now(UTC)
-    bucket = now - timedelta(minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond)
-    with psycopg.connect(db_url) as conn:
-        conn.execute(
-            """INSERT INTO intervals_15m (point_id, bucket, quantity)
-               SELECT id, %s, %s FROM points WHERE enterprise = %s AND point = 'incomer.import_kwh'
-               ON CONFLICT (point_id, bucket) DO UPDATE SET quantity = intervals_15m.quantity + EXCLUDED.quantity""",
-            (bucket, kwh, code),
-        )
 
 
 def test_stream_is_scoped_and_pushes_new_intervals(api):
@@ -72,8 +28,8 @@ def test_stream_is_scoped_and_pushes_new_intervals(api):
         assert "enterprises" not in op.events[0]  # operators get no energy figures
         first = a.events[0]["enterprises"][0]["co2_location_t"]
 
-        _add_interval(api.db_url, SHANXI_B, 5000.0)  # B's change wakes A's stream but must not show in it
-        _add_interval(api.db_url, SHANXI_A, 2000.0)
+        add_interval(api.db_url, SHANXI_B, 5000.0)  # B's change wakes A's stream but must not show in it
+        add_interval(api.db_url, SHANXI_A, 2000.0)
         wait_until(lambda: len(a.events) >= 2 and a.events[-1]["enterprises"][0]["co2_location_t"] > first, 20,
                    what="A's stream to carry the new interval")  # fmt: skip
         latest = a.events[-1]["enterprises"][0]["co2_location_t"]

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from private_pg import PrivatePostgres
 
+from carbonwatch.api.auth import create_token
 from carbonwatch.collector.db import migrate
 from carbonwatch.collector.intervals import build_intervals
 from carbonwatch.collector.registry import Registry, register_site
@@ -31,7 +32,17 @@ from carbonwatch.edge.agent import Agent
 from carbonwatch.embedded import LocalMosquitto, mosquitto_path
 from carbonwatch.simulators.server import SiteSimulator
 
-from support import REPO, BackgroundLoop, CollectorThread, UvicornThread, localise, site_from_file, wait_until
+from support import (
+    REPO,
+    BackgroundLoop,
+    CollectorThread,
+    StreamReader,
+    UvicornThread,
+    add_interval,
+    localise,
+    site_from_file,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -168,17 +179,34 @@ def test_api_reads_from_a_streaming_replica():
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), psycopg.connect(replica_url) as conn:
             conn.execute("DELETE FROM readings")
 
+        with psycopg.connect(primary_url) as conn:
+            token = create_token(conn, "enterprise", code, "plant energy manager")  # replicated like any row
+        headers = {"Authorization": f"Bearer {token}"}
+        wait_until(lambda: _scalar(replica_url, "SELECT count(*) FROM api_tokens") == 1, 30, what="the token")
         with UvicornThread(create_app(replica_url), free_port()) as api:
             now = datetime.now(UTC)
             r = httpx.get(
                 f"{api.url}/api/v1/enterprises/{code}/emissions",
                 params={"start": (now - timedelta(hours=3)).isoformat(), "end": now.isoformat()},
+                headers=headers,
                 timeout=10,
             )
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["enterprise"] == code
-        assert body["tce"] > 0 and body["co2_t"] > 0  # the replicated readings, accounted
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["enterprise"] == code
+            assert body["tce"] > 0 and body["co2_t"] > 0  # the replicated readings, accounted
+
+            # Live updates: NOTIFY does not reach a standby; the stream follows the replay instead.
+            with StreamReader(f"{api.url}/api/v1/stream", token) as live:
+                wait_until(lambda: live.events, 20, what="the first live event from the replica")
+                first = live.events[0]["enterprises"][0]["co2_location_t"]
+                add_interval(primary_url, code, 1000.0)
+                wait_until(
+                    lambda: live.events[-1]["enterprises"][0]["co2_location_t"] > first,
+                    30,
+                    what="the replica's stream to carry an interval written on the primary",
+                )
+                assert live.events[-1]["enterprises"][0]["co2_location_t"] - first == pytest.approx(0.6634, rel=1e-6)
     finally:
         if replica is not None:
             replica.destroy()
