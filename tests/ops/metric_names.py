@@ -5,12 +5,18 @@ from __future__ import annotations
 
 
 def exported_metric_names() -> set[str]:
+    from carbonwatch.api.metrics import ApiMetrics
     from carbonwatch.collector.metrics import CollectorMetrics
     from carbonwatch.collector.upload.service import UploadMetrics
     from carbonwatch.edge.metrics import EdgeMetrics
 
     names = set()
-    for registry in (EdgeMetrics().registry, CollectorMetrics().registry, UploadMetrics().registry):
+    for registry in (
+        EdgeMetrics().registry,
+        CollectorMetrics().registry,
+        UploadMetrics().registry,
+        ApiMetrics().registry,
+    ):
         for family in registry.collect():
             if family.type == "counter":
                 names.add(family.name + "_total")

@@ -1,5 +1,5 @@
 """A real scrape: Prometheus, configured from deploy/prometheus/prometheus.yml, scrapes a running
-gateway agent (polling simulated meters) and a collector writing PostgreSQL; their metrics come
+gateway agent (polling simulated meters), a collector writing PostgreSQL and the API; their metrics come
 back over Prometheus' HTTP API with the targets' routing labels, and the shipped alert rules load
 and evaluate without error."""
 
@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import psycopg
 import pytest
 from promserver import DEPLOY_PROM, PrometheusServer, render_config
 
+from carbonwatch.api.app import create_app
 from carbonwatch.collector.registry import register_site
 from carbonwatch.edge.agent import Agent
 from carbonwatch.embedded import free_port
 from carbonwatch.simulators.server import SiteSimulator
 
-from support import BackgroundLoop, CollectorThread, localise, site_from_file, wait_until
+from support import BackgroundLoop, CollectorThread, UvicornThread, localise, site_from_file, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,6 +31,7 @@ def test_prometheus_scrapes_agent_and_collector(db_url, broker, tmp_path):
     collector_port = free_port()
     with (
         CollectorThread(db_url, broker.port, metrics_port=collector_port, fleet_period=1.0) as collector,
+        UvicornThread(create_app(db_url), free_port()) as api,
         BackgroundLoop() as bg,
     ):
         sim = SiteSimulator(site)
@@ -44,12 +47,15 @@ def test_prometheus_scrapes_agent_and_collector(db_url, broker, tmp_path):
                 {
                     "edge": [(f"127.0.0.1:{agent.metrics_port}", labels)],
                     "collector": [(f"127.0.0.1:{collector_port}", {})],
+                    "api": [(api.url.removeprefix("http://"), {})],
                 },
                 rule_files=[DEPLOY_PROM / "rules" / "carbonwatch.rules.yml"],
             )
             with PrometheusServer(config, tmp_path) as prom:
                 try:
-                    wait_until(lambda: prom.targets_up("edge") and prom.targets_up("collector"), 60, what="targets up")
+                    wait_until(
+                        lambda: all(prom.targets_up(job) for job in ("edge", "collector", "api")), 60, what="targets up"
+                    )
                     # The agent's reads, with the target's routing labels.
                     reads = wait_until(
                         lambda: prom.query("sum by (province, gateway) (carbonwatch_edge_point_reads_total) > 0"),
@@ -74,6 +80,14 @@ def test_prometheus_scrapes_agent_and_collector(db_url, broker, tmp_path):
                     )
                     assert online[0]["metric"]["gateway"] == gateway
                     assert online[0]["metric"]["province"] == "140000"
+                    # The API counts its own requests (Prometheus' scrapes of /metrics among them).
+                    httpx.get(f"{api.url}/api/v1/health", timeout=10)
+                    served = wait_until(
+                        lambda: prom.query('carbonwatch_api_requests_total{route="/api/v1/health", status="2xx"} > 0'),
+                        60,
+                        what="API requests scraped from the API",
+                    )
+                    assert served[0]["metric"]["job"] == "api"
                     # The shipped rules evaluate against real series without error.
                     groups = wait_until(
                         lambda: [
