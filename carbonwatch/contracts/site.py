@@ -341,6 +341,12 @@ class Meter(Strict):
             seen.add(p.id)
             if p.address - self.address_base < 0:
                 raise ValueError(f"point {p.id!r}: address {p.address} is below address_base {self.address_base}")
+            width = 1 if p.area.is_bit else p.registers
+            if p.address - self.address_base + width > 65536:
+                raise ValueError(
+                    f"point {p.id!r}: address {p.address} ({p.type.value}) ends past the last Modbus address 65535 "
+                    f"(address_base {self.address_base})"
+                )
             if p.registers > self.max_registers_per_request and not p.area.is_bit:
                 raise ValueError(
                     f"point {p.id!r} ({p.type.value}) needs {p.registers} registers in one request, "

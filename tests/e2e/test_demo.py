@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -72,7 +73,11 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path, broker):
         page = httpx.get(base + "/", timeout=10)
         assert page.status_code == 200 and "carbonwatch" in page.text
         # the seeded history gives the charts days to show
-        days = httpx.get(f"{base}/api/v1/energy", params={"period": "day"}, headers=auth, timeout=10).json()["rows"]
+        # (an explicit window: the default, this month, holds one day on the 1st)
+        week_ago = (datetime.now(UTC) - timedelta(days=7)).isoformat()
+        days = httpx.get(
+            f"{base}/api/v1/energy", params={"period": "day", "start": week_ago}, headers=auth, timeout=10
+        ).json()["rows"]
         assert len({r["period"] for r in days}) >= 3
     finally:
         proc.send_signal(signal.SIGINT)

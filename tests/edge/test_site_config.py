@@ -38,6 +38,11 @@ def _broken(old: str, new: str) -> str:
         ("unit_id: 2", "unit_id: 1", ["two meters on tcp://127.0.0.1:15020 use unit id 1"]),
         ("poll_interval: 60s", "poll_interval: 60 parsecs", ["poll_interval", "not a duration"]),
         ("    meters:\n", "    meters:\n    meters:\n", ["duplicate key 'meters'"]),
+        (
+            "{id: incomer.power_kw, address: 4,",
+            "{id: incomer.power_kw, address: 65535,",
+            ["incomer.power_kw", "ends past the last Modbus address 65535"],
+        ),
     ],
 )
 def test_errors_name_line_and_field(old, new, expect):
