@@ -102,8 +102,10 @@ class Parsed:
         return 0 if self.point_id is None else len(self.point_id)
 
 
-def _dead(m: Message, reason: str, detail: str) -> Parsed:
-    return Parsed(m, dead=DeadLetter(m.topic, m.payload, reason, detail[:_MAX_DETAIL]))
+def _dead(m: Message, reason: str, detail: str, gateway_id: int | None = None, seq: int | None = None) -> Parsed:
+    """A refused message; ``gateway_id`` and ``seq`` when a registered gateway sent it, so that
+    its sequence number still counts as received (it arrived; it is in the dead letters)."""
+    return Parsed(m, dead=DeadLetter(m.topic, m.payload, reason, detail[:_MAX_DETAIL]), gateway_id=gateway_id, seq=seq)
 
 
 def _schema_fault(payload: bytes, exc: ValidationError) -> tuple[str, str]:
@@ -230,6 +232,8 @@ def _check_times(p: Parsed, max_future_s: float, now: float) -> Parsed:
         BAD_TIMESTAMP,
         f"reading {i} at {when}: before {EARLIEST_READING.date()} or more than {max_future_s:g} s ahead of "
         "the collector's clock",
+        p.gateway_id,
+        p.seq,
     )
 
 
@@ -249,7 +253,9 @@ def _slow(m: Message, enterprise: str, gateway: str, registry: Registry) -> Pars
         entry = registry.reload(enterprise, gateway) or entry  # the site file may have just gained points
         foreign = {p for p in foreign if p not in entry.points}
     if foreign:
-        return _dead(m, FOREIGN_POINT, f"points not owned by {gateway}: {sorted(foreign)[:20]}")
+        return _dead(
+            m, FOREIGN_POINT, f"points not owned by {gateway}: {sorted(foreign)[:20]}", entry.gateway_id, t.seq
+        )
 
     points = entry.points
     return Parsed(

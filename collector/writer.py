@@ -3,7 +3,8 @@
 Order of work, the same in every collector so that two collectors writing overlapping rows
 wait for each other instead of deadlocking: readings (binary COPY into a temporary staging
 table, then ``INSERT ... ON CONFLICT DO NOTHING`` in (point, time) order), completeness bits,
-the interval builder's dirty spans, dead letters, gateway sequence numbers. Everything a batch
+the interval builder's dirty spans, dead letters, gateway sequence numbers (the latest, and each
+message's in ``telemetry_received`` for the gap check of sequence.py). Everything a batch
 implies is committed together or not at all, so the builder can never miss readings.
 
 A database that refuses part of a batch for a reason other than being unavailable (a
@@ -79,6 +80,11 @@ _GATEWAYS = """
 UPDATE gateways g SET last_seq = GREATEST(COALESCE(g.last_seq, -1), s.seq), last_seen = now()
 FROM (SELECT * FROM unnest(%s::int4[], %s::int8[]) AS s(id, seq) ORDER BY 1) s
 WHERE g.id = s.id"""
+
+_RECEIVED = """
+INSERT INTO telemetry_received (gateway_id, seq)
+SELECT * FROM unnest(%s::int4[], %s::int8[]) AS s(id, seq) ORDER BY 1, 2
+ON CONFLICT DO NOTHING"""
 
 
 @dataclass
@@ -193,6 +199,9 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache 
             seqs[p.gateway_id] = max(p.seq, seqs.get(p.gateway_id, -1))
         if seqs:
             cur.execute(_GATEWAYS, (list(seqs), list(seqs.values())))
+        arrived = [(p.gateway_id, p.seq) for p in batch if p.gateway_id is not None and p.seq is not None]
+        if arrived:
+            cur.execute(_RECEIVED, ([g for g, _ in arrived], [q for _, q in arrived]))
     if slots is not None and keys is not None:
         slots.remember(keys)  # only now: the bits are committed
     return result
@@ -214,7 +223,8 @@ def write_isolating(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCa
             if p.dead is not None:
                 raise  # even the dead letter was refused: nothing sensible is left to do
             detail = f"{type(exc).__name__}: {exc}"
-            return write_batch(conn, [Parsed(m, dead=DeadLetter(m.topic, m.payload, REJECTED_BY_DATABASE, detail))])
+            dead = DeadLetter(m.topic, m.payload, REJECTED_BY_DATABASE, detail)
+            return write_batch(conn, [Parsed(m, dead=dead, gateway_id=p.gateway_id, seq=p.seq)])
     half = len(batch) // 2
     first, second = write_isolating(conn, batch[:half], slots), write_isolating(conn, batch[half:], slots)
     return WriteResult(
