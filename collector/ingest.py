@@ -47,7 +47,7 @@ from .intervals import IntervalBuilder
 from .metrics import CollectorMetrics
 from .registry import Registry, RegistryUnavailable
 from .validate import INVALID_PAYLOAD, DeadLetter, Message, Parsed, parse_message
-from .writer import SlotCache, WriteResult, prepare, write_isolating
+from .writer import DirectCopy, SlotCache, WriteResult, prepare, write_isolating
 
 log = logging.getLogger("carbonwatch.collector")
 
@@ -377,7 +377,8 @@ class Collector:
                     conn = self._local.conn = self._connect()
                     self._conns.append(conn)
                 started = time.monotonic()
-                return write_isolating(conn, batch, self._slots), time.monotonic() - started
+                direct = self._local.direct = getattr(self._local, "direct", None) or DirectCopy()
+                return write_isolating(conn, batch, self._slots, direct), time.monotonic() - started
             except psycopg.OperationalError as exc:
                 self.metrics.database_errors.inc()
                 self.metrics.database_up.set(0)

@@ -57,7 +57,8 @@ FROM (
 ) s
 JOIN gateways g ON g.id = s.gateway_id
 JOIN enterprises e ON e.code = g.enterprise
-WHERE s.prev_hi IS NOT NULL AND s.lo > s.prev_hi + 1 AND s.first_received < now() - %(grace)s AND s.first_received >= now() - %(horizon)s
+WHERE s.prev_hi IS NOT NULL AND s.lo > s.prev_hi + 1
+  AND s.first_received < now() - %(grace)s AND s.first_received >= now() - %(horizon)s
 ORDER BY g.enterprise, g.gateway, s.lo
 """
 

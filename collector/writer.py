@@ -2,7 +2,8 @@
 
 Order of work, the same in every collector so that two collectors writing overlapping rows
 wait for each other instead of deadlocking: readings (binary COPY into a temporary staging
-table, then ``INSERT ... ON CONFLICT DO NOTHING`` in (point, time) order), completeness bits,
+table, then ``INSERT ... ON CONFLICT DO NOTHING`` in (point, time) order; or, see
+:class:`DirectCopy`, a COPY straight into ``readings`` in the same order), completeness bits,
 the interval builder's dirty spans, dead letters, gateway sequence numbers (the latest, and each
 message's in ``telemetry_received`` for the gap check of sequence.py). Everything a batch
 implies is committed together or not at all, so the builder can never miss readings.
@@ -87,6 +88,34 @@ SELECT * FROM unnest(%s::int4[], %s::int8[]) AS s(id, seq) ORDER BY 1, 2
 ON CONFLICT DO NOTHING"""
 
 
+class DirectCopy:
+    """When to try the fast path: a binary COPY of the batch straight into ``readings``.
+
+    Most batches hold only new, recent rows, and for them the staging table and the
+    ``INSERT ... ON CONFLICT`` from it cost about twice the COPY itself. A duplicate (a
+    redelivery, a row another collector committed) makes the COPY fail: the batch is rolled back
+    to a savepoint and takes the staging path, which skips duplicates. Duplicates come in runs
+    (a collector's session redelivered after a crash), so after a failure the next ``pause``
+    batches go straight to the staging path.
+    """
+
+    def __init__(self, pause: int = 50) -> None:
+        self.pause = pause
+        self._skip = 0
+        self.attempts = 0
+        self.fallbacks = 0
+
+    def wanted(self) -> bool:
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def failed(self) -> None:
+        self.fallbacks += 1
+        self._skip = self.pause
+
+
 @dataclass
 class WriteResult:
     inserted: int = 0  # new reading rows
@@ -138,8 +167,30 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
 
 
-def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache | None = None) -> WriteResult:
-    """Write ``batch`` in one transaction; returns what was committed. Raises psycopg errors."""
+def _copy_direct(cur: psycopg.Cursor, pid, ts_us, value, quality, direct: DirectCopy) -> int | None:
+    """Rows inserted by a COPY straight into ``readings``; None when a duplicate refused it."""
+    order = np.lexsort((ts_us, pid))  # (point, time), the order of the staging insert
+    direct.attempts += 1
+    try:
+        with cur.connection.transaction():  # a savepoint: a refused COPY leaves the batch intact
+            with cur.copy(f"COPY readings ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(encode_readings(pid[order], ts_us[order], value[order], quality[order]))
+            return cur.rowcount
+    except psycopg.errors.UniqueViolation:
+        direct.failed()
+        return None
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    batch: list[Parsed],
+    slots: SlotCache | None = None,
+    direct: DirectCopy | None = None,
+) -> WriteResult:
+    """Write ``batch`` in one transaction; returns what was committed. Raises psycopg errors.
+
+    With ``direct``, a batch of recent readings is first tried as a COPY into ``readings``.
+    """
     # An autocommit connection makes the block below a real BEGIN/COMMIT. On a connection with
     # autocommit off it would be a SAVEPOINT inside an implicit transaction that never commits,
     # and the caller would acknowledge messages whose rows are not durable.
@@ -156,14 +207,20 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache 
             value = np.concatenate([p.value for p in good])
             quality = np.concatenate([p.quality for p in good])
             result.readings = len(pid)
-            with cur.copy(f"COPY {STAGING} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(encode_readings(pid, ts_us, value, quality))
             late = datetime.now(UTC) - timedelta(microseconds=LATE_AFTER_US)
-            cur.execute(_INSERT_READINGS, {"late": late})
-            result.inserted = cur.rowcount
-            if ts_us.min() < late.timestamp() * 1e6:
-                cur.execute(_INSERT_LATE_READINGS, {"late": late})
-                result.inserted += cur.rowcount
+            has_late = ts_us.min() < late.timestamp() * 1e6
+            inserted = None
+            if direct is not None and not has_late and direct.wanted():
+                inserted = _copy_direct(cur, pid, ts_us, value, quality, direct)
+            if inserted is None:
+                with cur.copy(f"COPY {STAGING} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(encode_readings(pid, ts_us, value, quality))
+                cur.execute(_INSERT_READINGS, {"late": late})
+                inserted = cur.rowcount
+                if has_late:
+                    cur.execute(_INSERT_LATE_READINGS, {"late": late})
+                    inserted += cur.rowcount
+            result.inserted = inserted
 
             # A value was read (good, or uncertain: kept as read but doubtful, e.g. a counter that
             # went backwards): it counts as received and goes to the counter intervals.
@@ -207,13 +264,15 @@ def write_batch(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache 
     return result
 
 
-def write_isolating(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache | None = None) -> WriteResult:
+def write_isolating(
+    conn: psycopg.Connection, batch: list[Parsed], slots: SlotCache | None = None, direct: DirectCopy | None = None
+) -> WriteResult:
     """:func:`write_batch`, splitting the batch when the database refuses it for a reason other
     than being unavailable; a single refused message becomes a dead letter. Operational errors
     (connection lost, deadlock, shutdown) propagate so that the caller retries the whole batch.
     """
     try:
-        return write_batch(conn, batch, slots)
+        return write_batch(conn, batch, slots, direct)
     except psycopg.OperationalError:
         raise
     except psycopg.DatabaseError as exc:
@@ -226,7 +285,8 @@ def write_isolating(conn: psycopg.Connection, batch: list[Parsed], slots: SlotCa
             dead = DeadLetter(m.topic, m.payload, REJECTED_BY_DATABASE, detail)
             return write_batch(conn, [Parsed(m, dead=dead, gateway_id=p.gateway_id, seq=p.seq)])
     half = len(batch) // 2
-    first, second = write_isolating(conn, batch[:half], slots), write_isolating(conn, batch[half:], slots)
+    first = write_isolating(conn, batch[:half], slots, direct)
+    second = write_isolating(conn, batch[half:], slots, direct)
     return WriteResult(
         inserted=first.inserted + second.inserted,
         readings=first.readings + second.readings,
