@@ -10,7 +10,7 @@ from carbonwatch.contracts import site as S
 
 from support import REPO
 
-SUBCOMMANDS = ["demo", "simulate", "edge", "probe", "collector", "api", "db", "account", "factors"]
+SUBCOMMANDS = ["demo", "simulate", "edge", "probe", "collector", "api", "db", "account", "factors", "upload"]
 
 
 def test_ci_runs_the_readme_test_command():
