@@ -21,6 +21,10 @@ from .tables import ELECTRICITY_VARIANTS, FactorSet, FuelParameters, Trust, ship
 
 ELECTRICITY_TCE_PER_MWH = 0.1229  # GB/T 2589 equivalent value: 0.1229 kgce/kWh
 DEFAULT_FUEL_FAMILY = "B"
+# An accounting year Y uses data year Y-2. Publication runs late (data year 2023 came out on
+# 2025-12-31, so 2026 still uses 2023: reference/accounting.md §5.5), so one more year of lag is
+# normal; beyond that the factors are stale and every result using them says so.
+ELECTRICITY_MAX_LAG_YEARS = 3
 
 _NATIONAL = {"national", "全国", "china", "中国", "000000", "cn"}
 _REGION_ALIASES: dict[str, str] = {}
@@ -47,6 +51,25 @@ class ElectricityFactor:
     published_on: str = ""
     trust: Trust = "R1"
     unit: str = "tCO2/MWh"
+
+    @property
+    def stale_warning(self) -> str | None:
+        """See :func:`stale_factor_warning`."""
+        return stale_factor_warning(self.accounting_year, self.data_year)
+
+
+def stale_factor_warning(accounting_year: int, data_year: int) -> str | None:
+    """A warning when an accounting year uses electricity factors more than
+    :data:`ELECTRICITY_MAX_LAG_YEARS` years older than itself (e.g. 2030 with data year 2023);
+    None when the data year is as recent as the publication schedule allows."""
+    lag = accounting_year - data_year
+    if lag <= ELECTRICITY_MAX_LAG_YEARS:
+        return None
+    return (
+        f"stale electricity factors: accounting year {accounting_year} uses data year {data_year}, the latest "
+        f"shipped ({lag} years older; the rule is data year {accounting_year - 2}). The figures may be far off: "
+        "update the factor set, or give the factor (--factor electricity=VALUE)"
+    )
 
 
 def resolve_area(place: str | int) -> tuple[str, str | None]:

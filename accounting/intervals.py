@@ -2,9 +2,11 @@
 
 The consumption between two consecutive good readings of a cumulative register is their
 difference, spread over the buckets the pair spans in proportion to time. Rollover at the
-register width is unwrapped; a backwards step, a reset and an implausible spike are flagged and
-never silently rebased, so a transient zero never becomes a register-sized spike. The rules are
-in :mod:`.kernels`; :mod:`.reference` is their plain-Python twin.
+register width is unwrapped when the advance it implies is plausible; a backwards step, a reset,
+a lone jump taken back by the next reading and a step above the plausible rate are flagged and
+never silently rebased, so neither a transient zero, nor a garbage read, nor a replaced meter
+becomes a register-sized spike. The rules are in :mod:`.kernels`; :mod:`.reference` is their
+plain-Python twin.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def counter_intervals(
 
     ``rollover``: the value at which the register wraps to zero (the site config's
     ``Point.rollover``), None if it cannot. ``max_rate``: the most the counter can plausibly
-    advance per second (e.g. rated power in kWh/s with a margin); a step above
-    ``max_rate * max(dt, bucket_seconds)`` is flagged FLAG_SPIKE and not counted. None: no limit.
+    advance per second (e.g. rated power in kWh/s with a margin; the site file's ``max_rate`` is
+    per hour: ``Point.max_rate_per_second``); a step above ``max_rate * max(dt, bucket_seconds)``
+    is flagged FLAG_SPIKE and not counted, and a wrap beyond it is a reset. None: no limit (a lone
+    jump is still skipped, and a wrap is believed only up to ``ROLLOVER_MAX_SHARE`` of the register).
     """
     ts = np.asarray(ts, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)

@@ -9,17 +9,23 @@ The rules for one point's series (the plain-Python twin in :mod:`.reference` mus
 
 - Non-finite values are ignored. The first finite reading is the baseline.
 - A step up ``d >= 0`` is counted and spread over the buckets between the two readings in
-  proportion to time (a zero-length step lands in the bucket of its time). If the point has a
-  plausible maximum rate and ``d > max_rate * max(dt, bucket)``, it is a spike: when the next
-  reading falls back between the baseline and this one, the reading is skipped; otherwise the
-  step is not counted and the baseline moves (FLAG_SPIKE either way).
+  proportion to time (a zero-length step lands in the bucket of its time), unless:
+  - the point has a plausible maximum rate and ``d > max_rate * max(dt, bucket)``: a spike. When
+    the next reading falls back between the baseline and this one, the reading is skipped;
+    otherwise the step is not counted and the baseline moves (FLAG_SPIKE either way);
+  - whatever the rate, the next reading falls back between the baseline and this one, nearer the
+    baseline than this reading (``base <= next < v`` and ``next - base < v - next``): this reading
+    is an outlier (one garbage register read), skipped, baseline kept (FLAG_SPIKE). A rise that
+    persists is never second-guessed without a rate limit.
 - A step down looks one reading ahead. If the next reading is back at or above the baseline, or
   falls further, or there is none yet, this reading is a glitch: skipped, baseline kept
   (FLAG_BACKWARDS). If the drop persists (the next reading is between this one and the
-  baseline): a rollover when the register wraps (``rollover`` > 0), the wrapped difference is at
-  most half the register and plausible by ``max_rate`` (counted, FLAG_ROLLOVER); otherwise a
-  reset (not counted, baseline moves to the new value, FLAG_RESET). Never a negative quantity,
-  never a register-sized spike from a transient zero.
+  baseline): a rollover when the register wraps (``rollover`` > 0) and the wrapped difference is
+  plausible: at most ``max_rate * max(dt, bucket)`` and half the register when the point has a
+  rate, at most ``ROLLOVER_MAX_SHARE`` of the register when it has none (counted, FLAG_ROLLOVER).
+  Otherwise a reset (meter replaced or cleared): not counted, the interval across it contributes
+  nothing, the baseline moves to the new value (FLAG_RESET). Never a negative quantity, never a
+  register-sized spike from a transient zero or from a replaced meter read as a wrap.
 - Coverage is the share of the bucket spanned by counted steps; below FULL_COVERAGE the bucket is
   FLAG_PARTIAL.
 """
@@ -36,6 +42,7 @@ from .flags import (
     FLAG_ROLLOVER,
     FLAG_SPIKE,
     FULL_COVERAGE,
+    ROLLOVER_MAX_SHARE,
 )
 
 
@@ -79,6 +86,26 @@ def bucket_range(ts, vals, offsets, bsec):
     if npts == 0 or firsts.min() > lasts.max():
         return np.int64(0), np.int64(-1)
     return firsts.min(), lasts.max()
+
+
+@njit(cache=True, inline="always")
+def _falls_back(base_v, v, nxt):
+    """True when ``nxt`` (the reading after ``v``) falls back between the baseline and ``v``."""
+    return base_v <= nxt and nxt < v
+
+
+@njit(cache=True, inline="always")
+def _outlier(base_v, v, nxt):
+    """True when ``v`` is a lone jump: the next reading falls back nearer the baseline than ``v``."""
+    return base_v <= nxt and nxt < v and nxt - base_v < v - nxt
+
+
+@njit(cache=True, inline="always")
+def _wrap_limit(rollover, max_rate, dt, bsec):
+    """The largest wrapped difference accepted as a rollover (see the module rules)."""
+    if max_rate < np.inf:
+        return min(0.5 * rollover, max_rate * max(dt, bsec))
+    return ROLLOVER_MAX_SHARE * rollover
 
 
 @njit(cache=True, inline="always")
@@ -130,7 +157,8 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
         d = v - base_v
         dt = t - base_t
         j = _next_finite(vals, i + 1, hi)
-        if d >= 0.0 and b == base_b and dt > 0.0 and not d > max_rate * bsec:
+        lone = j < hi and _outlier(base_v, v, vals[j])
+        if d >= 0.0 and b == base_b and dt > 0.0 and not d > max_rate * bsec and not lone:
             # common case: a plausible step inside one bucket; d * ((t - base_t) / dt) is exactly d
             k = b - first
             if k != acc_k:
@@ -150,8 +178,10 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
         if d >= 0.0:
             if d > max_rate * max(dt, bsec):
                 flg[b - first] |= FLAG_SPIKE
-                if not (j < hi and vals[j] >= base_v and vals[j] < v):
+                if not (j < hi and _falls_back(base_v, v, vals[j])):
                     base_t, base_b, base_v = t, b, v  # the level persists: not counted, baseline moves
+            elif lone:
+                flg[b - first] |= FLAG_SPIKE  # a lone jump the next reading takes back: skipped
             else:
                 _spread(base_t, base_b, t, d, 0, bsec, first, qty, cov, flg)
                 base_t, base_b, base_v = t, b, v
@@ -159,7 +189,7 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
             flg[b - first] |= FLAG_BACKWARDS
         else:
             wrapped = v + rollover - base_v
-            if rollover > 0.0 and 0.0 <= wrapped <= 0.5 * rollover and wrapped <= max_rate * max(dt, bsec):
+            if rollover > 0.0 and 0.0 <= wrapped <= _wrap_limit(rollover, max_rate, dt, bsec):
                 _spread(base_t, base_b, t, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
             else:
                 flg[b - first] |= FLAG_RESET

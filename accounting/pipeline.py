@@ -26,7 +26,7 @@ import numpy as np
 from carbonwatch.contracts.carriers import CARRIERS
 
 from . import METHOD_VERSION, kernels
-from .factors import DEFAULT_FUEL_FAMILY
+from .factors import DEFAULT_FUEL_FAMILY, stale_factor_warning
 from .intervals import BUCKET_SECONDS, BatchIntervals, point_limits, sort_readings
 from .periods import bucket_years, period_map
 from .rules import AccountingError, Activity, canonical_quantity, check_activity, record_factors
@@ -82,6 +82,7 @@ class Rollup:
     method_version: str = METHOD_VERSION
     factor_set: str = ""
     fuel_family: str = DEFAULT_FUEL_FAMILY
+    warnings: tuple[str, ...] = ()  # e.g. stale electricity factors for a year far beyond the latest data year
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,7 @@ def rollup(
         electricity_data_years=pf.data_years,
         factor_set=fs.id,
         fuel_family=fuel_family,
+        warnings=tuple(w for y, d in sorted(pf.data_years.items()) if (w := stale_factor_warning(y, d))),
     )
 
 

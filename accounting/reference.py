@@ -14,7 +14,15 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .flags import FLAG_BACKWARDS, FLAG_PARTIAL, FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE, FULL_COVERAGE
+from .flags import (
+    FLAG_BACKWARDS,
+    FLAG_PARTIAL,
+    FLAG_RESET,
+    FLAG_ROLLOVER,
+    FLAG_SPIKE,
+    FULL_COVERAGE,
+    ROLLOVER_MAX_SHARE,
+)
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -57,7 +65,9 @@ def counter_buckets(
             cell[1] |= flag
             b += 1
 
-    limit_rate = math.inf if max_rate is None else max_rate
+    # no limit when none is given (or it is not a finite number >= 0), as in intervals._limits
+    rate_known = max_rate is not None and math.isfinite(max_rate) and max_rate >= 0
+    limit_rate = max_rate if rate_known else math.inf
     wrap = rollover or 0.0
     base_t, base_v = series[0]
     for i in range(1, len(series)):
@@ -65,12 +75,14 @@ def counter_buckets(
         nxt = series[i + 1][1] if i + 1 < len(series) else None
         d = v - base_v
         plausible = limit_rate * max(t - base_t, size)
+        falls_back = nxt is not None and base_v <= nxt < v
         if d >= 0:
-            if d > plausible:
+            if d > plausible:  # a spike by the rate: skipped if it falls back, else the new level is not counted
                 bucket(t)[1] |= FLAG_SPIKE
-                transient = nxt is not None and base_v <= nxt < v
-                if not transient:
+                if not falls_back:
                     base_t, base_v = t, v
+            elif falls_back and nxt - base_v < v - nxt:  # a lone jump the next reading takes back
+                bucket(t)[1] |= FLAG_SPIKE
             else:
                 spread(base_t, t, d, 0)
                 base_t, base_v = t, v
@@ -80,7 +92,10 @@ def counter_buckets(
             bucket(t)[1] |= FLAG_BACKWARDS
             continue
         wrapped = v + wrap - base_v
-        if wrap > 0 and 0 <= wrapped <= 0.5 * wrap and wrapped <= plausible:
+        # a wrap is believed only when the advance it implies is plausible: by the rate where one is
+        # known (and at most half the register), else a small share of the register
+        wrap_limit = min(0.5 * wrap, plausible) if rate_known else ROLLOVER_MAX_SHARE * wrap
+        if wrap > 0 and 0 <= wrapped <= wrap_limit:
             spread(base_t, t, wrapped, FLAG_ROLLOVER)
         else:
             bucket(t)[1] |= FLAG_RESET

@@ -5,14 +5,23 @@
   no combustion CO2, and its energy is kept in the total but left out of dual-control energy.
 - Electricity: location-based with the average factor of the place (data year Y-2); market-based
   with the national residual factor (excluding market-traded non-fossil power) applied to the
-  consumption not covered by green certificates / green-power contracts. Both are reported;
-  ``method`` chooses which one is ``co2_t``.
+  net purchased electricity (imports minus exports) not covered by green certificates /
+  green-power contracts. Certificates cover net purchased electricity at most; exports are
+  netted against the uncovered imports and never make the market-based electricity figure
+  negative (the official guidance is silent on exports under the market method: this is the
+  conservative reading, see docs/accounting.md). Both are reported; ``method`` chooses which
+  one is ``co2_t``.
 - Heat, steam, hot water: GJ x 0.11 tCO2/GJ unless a measured factor is given; steam in tonnes is
   converted to GJ by its enthalpy.
-- Exported electricity and heat are subtracted (same factor as the method uses).
+- Exported electricity and heat are subtracted (location-based: at the factor of the place, as
+  GB/T 32150 writes it; market-based electricity: netted as above).
 - Biomass CO2 is reported and not counted.
 - Dual control: total energy minus feedstock energy minus new renewable electricity evidenced by
-  green certificates (capped at the electricity consumed). The total is always reported too.
+  green certificates (capped at the net purchased electricity), never below zero. The total is
+  always reported too.
+- Warnings: a result names what a reader must know about it (stale electricity factors for an
+  accounting year far beyond the latest data year, a floored dual-control figure) in
+  ``warnings``; each is also logged (``carbonwatch.accounting``, on stderr from the CLI).
 - Standard coal in the equivalent-value convention; the equal-value total only when the year's
   thermal-power coal rate is supplied.
 """
@@ -20,6 +29,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +39,17 @@ from typing import Any
 from carbonwatch.contracts.carriers import CARRIERS, UNITS, Dimension, convert, normalise_unit
 
 from . import METHOD_VERSION
-from .factors import DEFAULT_FUEL_FAMILY, FactorNotFound, electricity_factor, fuel_parameters, tce_coefficient
+from .factors import (
+    DEFAULT_FUEL_FAMILY,
+    FactorNotFound,
+    electricity_factor,
+    fuel_parameters,
+    stale_factor_warning,
+    tce_coefficient,
+)
 from .tables import FactorSet, shipped
+
+log = logging.getLogger("carbonwatch.accounting")
 
 CO2_PER_C = 44.0 / 12.0
 HEAT_CARRIERS = ("heat", "steam", "hot_water")
@@ -148,9 +167,11 @@ class AccountResult:
     green_certificate_mwh: float = 0.0
     green_certificate_mwh_unused: float = 0.0
     by_carrier: list[CarrierLine] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a reader of the figures must know
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "warnings": list(self.warnings),
             "co2_t": self.co2_t,
             "tce": self.tce,
             "tce_dual_control": self.tce_dual_control,
@@ -399,6 +420,10 @@ def account(
     result = AccountResult(accounting_year=year, method=method, fuel_family=fuel_family, factor_set=fs.id)
     lines: dict[tuple, CarrierLine] = {}
     elec_tce = elec_mwh = 0.0  # signed, for the equal-value total
+    # electricity under the market method is settled on the totals, after every row is read:
+    # market factor -> [(line, quantity, direction, certificates, tce factor)]
+    market_rows: dict[FactorUsed, list[tuple[CarrierLine, float, str, float, float]]] = {}
+    data_years: set[int] = set()
 
     for a in activities:
         qty, unit = canonical_quantity(a)
@@ -430,31 +455,79 @@ def account(
         else:
             location = sign * qty * factor.value
             if market_factor is not None:
-                covered = min(gc, qty)
-                market = sign * (qty - covered) * market_factor.value
-                line.green_certificate_mwh += gc
-                result.green_certificate_mwh += gc
-                result.green_certificate_mwh_unused += gc - covered
-                result.tce_new_renewable += covered * tce_factor.value
+                market_rows.setdefault(market_factor, []).append((line, qty, a.direction, gc, tce_factor.value))
             else:
-                market = location
+                line.co2_market_t += location
+                result.co2_market_t += location
             line.co2_location_t += location
-            line.co2_market_t += market
             result.co2_location_t += location
-            result.co2_market_t += market
+        for f in (factor, market_factor):
+            if f is not None and f.data_year is not None:
+                data_years.add(f.data_year)
         if a.carrier == "electricity":
             elec_tce += tce
             elec_mwh += sign * qty
 
+    for market_factor, rows in market_rows.items():
+        _settle_market_electricity(result, market_factor, rows)
     for line in lines.values():
         line.co2_t = line.co2_market_t if method is Method.MARKET else line.co2_location_t
     result.co2_t = result.co2_market_t if method is Method.MARKET else result.co2_location_t
-    result.tce_dual_control = result.tce - result.tce_feedstock - result.tce_new_renewable
+    dual = result.tce - result.tce_feedstock - result.tce_new_renewable
+    result.tce_dual_control = max(dual, 0.0)
+    # a hair below zero is rounding (certificates covering exactly the net purchase), not a net export
+    if dual < -1e-9 * (abs(result.tce) + result.tce_feedstock + result.tce_new_renewable):
+        result.warnings.append(
+            f"exported energy exceeds the energy consumed: dual-control energy {dual:.6g} tce is reported as 0 "
+            "(tce keeps the signed total)"
+        )
+    for data_year in sorted(data_years):
+        warning = stale_factor_warning(year, data_year)
+        if warning:
+            result.warnings.insert(0, warning)
+    for warning in result.warnings:
+        log.warning("%s", warning)
     if electricity_equal_value_tce_per_mwh is not None:
         # Equal value: the same total with electricity at the year's thermal-power coal rate.
         result.tce_equal_value = result.tce - elec_tce + elec_mwh * electricity_equal_value_tce_per_mwh
     result.by_carrier = list(lines.values())
     return result
+
+
+def _settle_market_electricity(
+    result: AccountResult, market_factor: FactorUsed, rows: list[tuple[CarrierLine, float, str, float, float]]
+) -> None:
+    """Market-based CO2 of electricity, certificates and new renewable energy, from the totals.
+
+    Net purchased electricity N = imports - exports. Certificates cover at most N (exported power
+    is not consumed, so no certificate can cover it): used = min(certificates, max(N, 0)). The
+    uncovered net purchase times the residual factor is the market-based CO2, never negative:
+    exports are netted against the uncovered imports only, and a net exporter's market-based
+    electricity CO2 is 0 (no credit; the location-based figure keeps the GB/T 32150 subtraction).
+    Used certificates are shared among the import rows in proportion to their certificates, the
+    export credit among the export rows in proportion to their quantity.
+    """
+    imports = sum(q for _, q, d, _, _ in rows if d == "import")
+    exports = sum(q for _, q, d, _, _ in rows if d == "export")
+    certificates = sum(gc for _, _, _, gc, _ in rows)
+    used = min(certificates, max(imports - exports, 0.0))
+    credited = min(exports, imports - used)  # exports netted against the imports left uncovered
+    cert_share = used / certificates if certificates > 0 else 0.0
+    export_share = credited / exports if exports > 0 else 0.0
+    r = market_factor.value
+    for line, qty, direction, gc, tce_per_mwh in rows:
+        if direction == "import":
+            covered = gc * cert_share
+            market = (qty - covered) * r
+            line.green_certificate_mwh += gc
+            result.tce_new_renewable += covered * tce_per_mwh
+        else:
+            market = -qty * export_share * r
+        line.co2_market_t += market
+    # the total from the totals, so rounding in the shares can never leave it a hair below zero
+    result.co2_market_t += max(imports - used - credited, 0.0) * r
+    result.green_certificate_mwh += certificates
+    result.green_certificate_mwh_unused += certificates - used
 
 
 def read_overrides(items: Iterable[str]) -> dict[str, float]:

@@ -11,16 +11,21 @@ queued and the work is redone.
 Which buckets a span affects. New readings change the pairs from the last good reading before
 them to the first one after, so at least the buckets from the one holding that previous
 reading to the one holding the next are rewritten. The core keeps its baseline through a
-backwards step (a transient zero is skipped, not counted from), so a window must start on a
-reading the core accepted, and a late reading can change whether later ones are accepted.
-Hence the window starts, among the last few readings before the first bucket, at the latest
-that is not below an earlier one, and it ends after the first reading following the span
-that is not below any reading before it: the core accepts such readings whatever came before,
-so from them on a computation over the whole history and one over the window agree. The
-baseline search looks ``LOOKBACK`` readings back (runs of backwards readings are shorter in
-practice); the end search loads more readings as needed, up to ``MAX_TAIL`` (after a register
-rollover, readings stay below those before the wrap for a long time). A property test checks
-the agreement, with transient drops, rollovers and readings arriving in any order.
+backwards step (a transient zero is skipped, not counted from) and skips a lone jump that the
+next reading takes back (a garbage register read), so a window must start on a reading the
+core accepted, and a late reading can change whether the readings around it are accepted.
+A reading that is not below any earlier one and not above the reading after it is accepted
+whatever came before (counted, or with a plausible rate limit, a new level not counted): from
+it on a computation over the whole history and one over the window agree. Hence the window
+starts, among the last few readings before the first bucket, at the latest such reading, and
+it ends after the first such reading following the span. The baseline search looks
+``LOOKBACK`` readings back (runs of backwards readings are shorter in practice); the end
+search loads more readings as needed, up to ``MAX_TAIL`` (after a register rollover, readings
+stay below those before the wrap for a long time). A property test checks the agreement, with
+transient drops, lone spikes, rollovers, a rate limit and readings arriving in any order.
+
+Each counter's limits come from the points registry: ``rollover`` (the register width) and
+``max_rate_per_hour`` (the site file's ``max_rate``), passed to the core per second.
 """
 
 from __future__ import annotations
@@ -61,10 +66,10 @@ VALUES (ARRAY[%(p)s], ARRAY[%(lo)s], ARRAY[%(hi)s], %(n)s,
 
 _EPOCH_ARRAY = "array_agg(extract(epoch FROM u.ts)::float8 ORDER BY u.ts), array_agg(u.value ORDER BY u.ts)"
 
-# Per span: the counter's rollover, the last readings before the span (to find the baseline the
+# Per span: the counter's limits, the last readings before the span (to find the baseline the
 # new readings are counted from) and the first reading after it.
 _SPANS = f"""
-SELECT d.point_id, p.rollover, x.*,
+SELECT d.point_id, p.rollover, p.max_rate_per_hour, x.*,
        (SELECT min(r.ts) FROM readings r WHERE r.point_id = d.point_id AND r.quality < 2 AND r.ts > d.hi)
 FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS d(point_id, lo, hi)
 JOIN points p ON p.id = d.point_id AND p.kind = 'counter'
@@ -113,19 +118,40 @@ class BuildResult:
     flags: dict[int, int] = field(default_factory=dict)  # flag bit -> intervals written with it
 
 
-def baseline_index(values_before: np.ndarray) -> int:
-    """Index of the reading to start from among those before a window: the latest one that is
-    not below any earlier one (0 if there are none)."""
-    if len(values_before) == 0:
+def _confirmed(values: np.ndarray, last: bool) -> np.ndarray:
+    """Per reading: the reading after it does not fall back between the readings so far and it
+    (it is at or above it, or below every reading so far: a drop the core judges on its own), so
+    the core does not take it for a lone jump. ``last``: the verdict for the last reading."""
+    out = np.empty(len(values), dtype=bool)
+    lowest = np.minimum.accumulate(values)
+    out[:-1] = (values[1:] >= values[:-1]) | (values[1:] < lowest[:-1])
+    if len(values):
+        out[-1] = last
+    return out
+
+
+def baseline_index(values: np.ndarray, n: int | None = None, *, complete: bool = False) -> int:
+    """Index of the reading to start from among the first ``n`` (default: all) readings: the
+    latest one that is not below any earlier one and that the reading after it confirms (see
+    :func:`_confirmed`), so that the core accepts it whatever follows. ``values[n:]`` are
+    readings after them, if loaded; the last reading of all is confirmed only when nothing
+    follows it (``complete``). 0 if no reading qualifies (the earliest loaded: the best that can
+    be done) or there are none."""
+    n = len(values) if n is None else n
+    if n == 0:
         return 0
-    running = np.maximum.accumulate(values_before)
-    return int(np.flatnonzero(values_before >= running)[-1])
+    upto = values[: n + 1]
+    confirmed = _confirmed(upto, complete)[:n]
+    head = values[:n]
+    found = np.flatnonzero((head >= np.maximum.accumulate(head)) & confirmed)
+    return int(found[-1]) if len(found) else 0
 
 
 def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, tail_complete: bool) -> float | None:
     """End (exclusive, a bucket boundary) of the buckets to rewrite: through the bucket of the
-    first reading after ``hi`` that is not below any reading before it, at least to ``min_end``;
-    None when the readings loaded do not show such a reading (load more).
+    first reading after ``hi`` that is not below any reading before it and that the reading
+    after it confirms (:func:`_confirmed`), at least to ``min_end``; None when the readings
+    loaded do not show such a reading (load more).
 
     A bucket is fully described when the readings loaded reach past its end (the core decides on
     a reading with the next one in view), or when they are all there are (``tail_complete``).
@@ -135,7 +161,8 @@ def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, ta
     running = np.maximum.accumulate(values)
     bucket_end = ts - ts % BUCKET_SECONDS + BUCKET_SECONDS
     described = (bucket_end <= ts[-1]) | tail_complete
-    stable = np.flatnonzero((ts > hi) & (values >= running) & described)
+    confirmed = _confirmed(values, tail_complete)  # the last: confirmed if nothing follows
+    stable = np.flatnonzero((ts > hi) & (values >= running) & confirmed & described)
     if len(stable):
         return max(bucket_end[stable[0]], min_end)
     if tail_complete:
@@ -191,17 +218,20 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
         cur.execute("SELECT pg_advisory_xact_lock(%s, p) FROM unnest(%s::int4[]) AS p", (_LOCK_CLASS, ids))
         # Where each span's rewrite starts and (at least) ends: from the bucket of the baseline the
         # new readings are counted from, to the bucket of the first reading after them.
-        first = {}  # point -> (rollover, start bucket, minimum end bucket, latest new reading)
-        for point_id, rollover, ts_before, values_before, next_ts in cur.execute(
+        first = {}  # point -> (start bucket, minimum end bucket, latest new reading)
+        limits = {}  # point -> (rollover, max rate per second), None where not configured
+        for point_id, rollover, max_rate_per_hour, ts_before, values_before, next_ts in cur.execute(
             _SPANS, (ids, [spans[p][0] for p in ids], [spans[p][1] for p in ids])
         ).fetchall():
             lo, hi = spans[point_id]
             if ts_before:
+                # the last reading before the span is followed by a new one: never confirmed here
                 k = baseline_index(np.array(values_before, dtype=np.float64))
                 start = _floor(ts_before[k])
             else:
                 start = _floor(lo.timestamp())
-            first[point_id] = (rollover, start, _floor((next_ts or hi).timestamp()) + BUCKET_SECONDS, hi.timestamp())
+            first[point_id] = (start, _floor((next_ts or hi).timestamp()) + BUCKET_SECONDS, hi.timestamp())
+            limits[point_id] = (rollover, None if max_rate_per_hour is None else max_rate_per_hour / 3600.0)
         # Load each window with a few readings after it; where those do not show where the rewrite
         # can end (a long run below an earlier reading, e.g. after a rollover), load more.
         windows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
@@ -210,12 +240,13 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
             retry = []
             for point_id, ts_list, value_list in cur.execute(
                 _WINDOWS,
-                (pending, [_utc(first[p][1]) for p in pending], [_utc(first[p][2]) for p in pending], tail_limit),
+                (pending, [_utc(first[p][0]) for p in pending], [_utc(first[p][1]) for p in pending], tail_limit),
             ).fetchall():
-                _rollover, lo, min_hi, new_hi = first[point_id]
+                lo, min_hi, new_hi = first[point_id]
                 ts = np.array(ts_list or [], dtype=np.float64)
                 values = np.array(value_list or [], dtype=np.float64)
-                start = baseline_index(values[: np.searchsorted(ts, lo)])
+                # the readings after the window start are loaded: a reading with none after it is the last
+                start = baseline_index(values, int(np.searchsorted(ts, lo)), complete=True)
                 ts, values = ts[start:], values[start:]
                 complete = len(ts) - np.searchsorted(ts, min_hi) < tail_limit
                 end = window_end(ts, values, new_hi, min_hi, complete or tail_limit >= MAX_TAIL)
@@ -228,9 +259,10 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
         body: list[bytes] = []
         affected: tuple[list, list, list] = ([], [], [])
         for point_id, (ts, values, hi) in windows.items():
-            rollover, lo, _min_hi, _new_hi = first[point_id]
+            lo = first[point_id][0]
+            rollover, max_rate = limits[point_id]
             try:
-                iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS)
+                iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS, max_rate=max_rate)
             except Exception:
                 log.exception("intervals of point %d failed to build; retried later", point_id)
                 lo_dt, hi_dt = spans[point_id]

@@ -51,13 +51,14 @@ def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> d
                     (point_id,) = conn.execute(
                         """INSERT INTO points (enterprise, gateway_id, meter_id, point, kind, unit, carrier,
                                direction, use, renewable, new_since_base_year, product, rollover,
-                               poll_interval_s, active)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
+                               max_rate_per_hour, poll_interval_s, active)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
                            ON CONFLICT (enterprise, point) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,
                              meter_id = EXCLUDED.meter_id, kind = EXCLUDED.kind, unit = EXCLUDED.unit,
                              carrier = EXCLUDED.carrier, direction = EXCLUDED.direction, use = EXCLUDED.use,
                              renewable = EXCLUDED.renewable, new_since_base_year = EXCLUDED.new_since_base_year,
                              product = EXCLUDED.product, rollover = EXCLUDED.rollover,
+                             max_rate_per_hour = EXCLUDED.max_rate_per_hour,
                              poll_interval_s = EXCLUDED.poll_interval_s, active = true
                            RETURNING id""",
                         (
@@ -74,6 +75,7 @@ def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> d
                             p.new_since_base_year,
                             p.product,
                             p.rollover,
+                            p.max_rate,  # per hour, as in the site file (the builder converts)
                             interval,
                         ),
                     ).fetchone()

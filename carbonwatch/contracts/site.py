@@ -249,6 +249,15 @@ class Point(Strict):
     renewable: bool = False
     new_since_base_year: bool = Field(False, description="renewable capacity added after the 2020 base year")
     product: str | None = Field(None, description="product output counter, e.g. cement_clinker (t)")
+    max_rate: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "counters only: the most the counter can plausibly advance per hour, in its unit (e.g. a meter's "
+            "rated kW with a margin for a kWh counter); a faster step is flagged as a spike and not counted"
+        ),
+    )
     poll_interval: Seconds | None = Field(None, description="overrides the meter's poll interval")
     description: str | None = None
 
@@ -286,6 +295,8 @@ class Point(Strict):
                 )
         if self.product is not None and self.kind is not Kind.COUNTER:
             raise ValueError("a product output point must be a counter")
+        if self.max_rate is not None and self.kind is not Kind.COUNTER:
+            raise ValueError("max_rate (the most a counter can advance per hour) applies to counters only")
         return self
 
     @property
@@ -302,6 +313,11 @@ class Point(Strict):
         if self.kind is not Kind.COUNTER or not self.type.is_unsigned:
             return None
         return (2**self.type.bits) * abs(self.scale)
+
+    @property
+    def max_rate_per_second(self) -> float | None:
+        """``max_rate`` in the counter's unit per second (the accounting core's unit), None if not set."""
+        return None if self.max_rate is None else self.max_rate / 3600.0
 
 
 class SimulationSpec(Strict):

@@ -115,3 +115,47 @@ def test_cli_stays_lazy_and_account_does_not_need_numba(tmp_path):
         "assert 'numba' not in sys.modules, 'account imported numba'\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_account_certificates_with_exports_stay_consistent(tmp_path, capsys):
+    f = tmp_path / "a.csv"
+    f.write_text(
+        "carrier,quantity,unit,province,direction,green_certificate_mwh\n"
+        "electricity,1000,MWh,370000,import,1000\n"
+        "electricity,200,MWh,370000,export,\n"
+    )
+    code, out, _ = run(capsys, "account", str(f), "--year", "2025", "--method", "market")
+    d = json.loads(out)
+    assert code == 0 and d["warnings"] == []
+    assert d["co2_t"] == d["co2_market_t"] == pytest.approx(0.0, abs=1e-9) and d["co2_market_t"] >= 0
+    assert d["tce_dual_control"] == pytest.approx(0.0, abs=1e-9) and d["tce_dual_control"] >= 0
+    assert d["co2_location_t"] == pytest.approx(800 * 0.6191) and d["tce"] == pytest.approx(800 * 0.1229)
+    assert d["green_certificate_mwh_unused"] == pytest.approx(200)
+    lines = d["by_carrier"]
+    assert sum(r["co2_market_t"] for r in lines) == pytest.approx(d["co2_market_t"], abs=1e-9)
+    assert sum(r["co2_location_t"] for r in lines) == pytest.approx(d["co2_location_t"])
+
+
+def test_account_warns_on_stderr_for_a_year_far_beyond_the_factors(tmp_path):
+    f = tmp_path / "a.csv"
+    f.write_text("carrier,quantity,unit,province\nelectricity,1000,MWh,370000\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "carbonwatch", "account", str(f), "--year", "2030"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    assert d["co2_t"] == pytest.approx(619.1)  # computed with the latest factors, but not silently:
+    assert len(d["warnings"]) == 1 and "data year 2023" in d["warnings"][0]
+    assert "stale electricity factors" in done.stderr and "2030" in done.stderr
+    fresh = subprocess.run(
+        [sys.executable, "-m", "carbonwatch", "account", str(f), "--year", "2025"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert fresh.returncode == 0 and json.loads(fresh.stdout)["warnings"] == [] and "stale" not in fresh.stderr

@@ -1,7 +1,8 @@
 """The numba kernels equal the plain-Python reference, and the counter rules hold on known cases.
 
-Random series include rollovers at the register width, resets, transient zeros and spikes,
-non-finite values, gaps, duplicate times and out-of-order readings.
+Random series include rollovers at the register width, resets (replaced meters), transient zeros,
+lone spikes and garbage register reads, non-finite values, gaps, duplicate times and
+out-of-order readings, with and without a plausible maximum rate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from carbonwatch.accounting.intervals import batch_intervals, counter_intervals,
 from carbonwatch.accounting.periods import period_map
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+UINT32_001 = 2**32 * 0.01  # a uint32 register at scale 0.01 kWh wraps at 42,949,672.96 kWh
 
 
 @st.composite
@@ -35,17 +37,19 @@ def series(draw, max_n: int = 40) -> dict:
         ts = ts + np.array(draw(st.lists(st.integers(0, 999), min_size=n, max_size=n))) / 1000.0
         ts.sort()
     incs = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 7.25, 40.0, 300.0]), min_size=n - 1, max_size=n - 1))
-    true = draw(st.sampled_from([0.0, 900.0, 53_000.0, 60_000.0])) + np.concatenate([[0.0], np.cumsum(incs)])
-    rollover = draw(st.sampled_from([None, 65536.0, 1000.0]))
+    true = draw(st.sampled_from([0.0, 900.0, 53_000.0, 60_000.0, 30e6])) + np.concatenate([[0.0], np.cumsum(incs)])
+    rollover = draw(st.sampled_from([None, 65536.0, 1000.0, UINT32_001]))
     values = np.mod(true, rollover) if rollover else true.copy()
     for i in range(n):
-        kind = draw(st.sampled_from(["ok"] * 6 + ["zero", "reset", "spike", "nan", "dip"]))
+        kind = draw(st.sampled_from(["ok"] * 6 + ["zero", "reset", "spike", "garbage", "nan", "dip"]))
         if kind == "zero":
             values[i] = 0.0
-        elif kind == "reset":
+        elif kind == "reset":  # meter replaced or cleared: counts on from near zero
             values[i:] -= values[i] - draw(st.sampled_from([0.0, 3.0]))
         elif kind == "spike":
             values[i] += 1e6
+        elif kind == "garbage":  # an all-ones uint32 register read at scale 0.01
+            values[i] = UINT32_001 - 0.01
         elif kind == "nan":
             values[i] = draw(st.sampled_from([math.nan, math.inf]))
         elif kind == "dip":
@@ -148,15 +152,63 @@ def test_rollup_kernel_equals_reference(many, period):
     st.lists(st.sampled_from([0.0, 0.25, 3.0, 20.0]), min_size=2, max_size=60),
     st.sampled_from([60, 300, 900, 1800]),
     st.sampled_from([None, 1000.0, 65536.0]),
+    st.sampled_from([None, 0.05, 10.0]),
 )
-def test_clean_counter_total_is_first_to_last(incs, step, rollover):
-    """Without anomalies the buckets add up to the true consumption, rollovers included."""
+def test_clean_counter_total_is_first_to_last(incs, step, rollover, max_rate):
+    """Without anomalies the buckets add up to the true consumption, rollovers included, whether
+    or not a (sufficient) rate limit is set."""
     true = 123.0 + np.concatenate([[0.0], np.cumsum(incs)])
     ts = 1_750_000_000 + np.arange(len(true)) * float(step)
     values = np.mod(true, rollover) if rollover else true
-    iv = counter_intervals(ts, values, rollover)
+    iv = counter_intervals(ts, values, rollover, max_rate=max_rate)
     assert iv.quantity.sum() == pytest.approx(true[-1] - true[0], rel=1e-9, abs=1e-9)
     assert not (iv.flags & (FLAG_BACKWARDS | FLAG_RESET | FLAG_SPIKE)).any()
+
+
+@SETTINGS
+@given(
+    st.lists(st.sampled_from([0.0, 0.25, 3.0, 20.0]), min_size=3, max_size=60),
+    st.sampled_from([60, 300, 900, 1800]),
+    st.data(),
+    st.sampled_from([None, 0.05, 10.0]),
+)
+def test_lone_outliers_are_skipped_with_or_without_a_rate(incs, step, data, max_rate):
+    """Single garbage reads (each between good readings) never count: the total stays the true one."""
+    true = 5_000.0 + np.concatenate([[0.0], np.cumsum(incs)])
+    n = len(true)
+    ts = 1_750_000_000 + np.arange(n) * float(step)
+    picks = data.draw(st.sets(st.integers(1, n - 2), max_size=max(1, n // 3)))
+    lone = sorted(i for i in picks if i - 1 not in picks)  # no two garbage reads in a row
+    values = true.copy()
+    for i in lone:
+        values[i] = data.draw(st.sampled_from([true[i] + 100.0, true[i] + 53_000.0, UINT32_001 - 0.01, 1e12]))
+    iv = counter_intervals(ts, values, max_rate=max_rate)
+    want = reference.counter_buckets(list(zip(ts, values, strict=True)), None, max_rate)
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    assert iv.quantity.sum() == pytest.approx(true[-1] - true[0], rel=1e-9, abs=1e-9)
+    assert bool((iv.flags & FLAG_SPIKE).any()) == bool(lone)
+    assert not (iv.flags & (FLAG_RESET | FLAG_ROLLOVER)).any()
+
+
+@SETTINGS
+@given(
+    st.floats(0.2, 0.9),
+    st.sampled_from([0.0, 1.0, 3.0]),
+    st.sampled_from([65536.0, UINT32_001]),
+    st.sampled_from([None, 0.05]),
+)
+def test_a_replaced_meter_is_never_counted_as_a_wrap_worth_part_of_the_register(level, restart, rollover, max_rate):
+    """A counter at any level below the top sixteenth of its register, replaced by one counting from
+    near zero: the step across is a reset (flagged, not counted), never a rollover."""
+    old = level * rollover
+    values = np.array([old, old + 10.0, old + 20.0, restart, restart + 5.0, restart + 10.0])
+    ts = T0 + np.arange(len(values)) * 300.0
+    iv = counter_intervals(ts, values, rollover, max_rate=max_rate)
+    want = reference.counter_buckets(list(zip(ts, values, strict=True)), rollover, max_rate)
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    assert iv.quantity.sum() == pytest.approx(30.0)
+    flags = int(np.bitwise_or.reduce(iv.flags))
+    assert flags & FLAG_RESET and not flags & FLAG_ROLLOVER
 
 
 # --- the rules on known cases ------------------------------------------------------------------
@@ -229,3 +281,68 @@ def test_out_of_order_and_duplicate_times():
 def test_existing_interface_still_works_positionally():
     iv = counter_intervals(T0 + np.arange(3) * 300.0, np.array([1.0, 2.0, 3.0]), None, 900)
     assert iv.bucket.dtype == np.int64 and iv.flags.dtype == np.int32 and iv.quantity.sum() == 2.0
+
+
+# --- review findings: garbage reads and replaced meters, with no rate configured -----------------
+
+
+def test_one_garbage_register_read_is_not_42_gwh():
+    """[100, 101, 42949672.95, 102, 103]: an all-ones uint32 read at scale 0.01 used to count
+    42,949,574 kWh (flagged, but counted). It is a lone jump the next reading takes back: skipped."""
+    ts = T0 + np.arange(5) * 300.0
+    values = np.array([100.0, 101.0, UINT32_001 - 0.01, 102.0, 103.0])
+    for rollover in (None, UINT32_001):
+        for rate in (None, 1.0):
+            iv = counter_intervals(ts, values, rollover, max_rate=rate)
+            want = reference.counter_buckets(list(zip(ts, values, strict=True)), rollover, rate)
+            assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+            assert iv.quantity.sum() == pytest.approx(3.0), (rollover, rate)
+            assert iv.flags[0] & FLAG_SPIKE
+            assert not iv.flags[0] & (FLAG_ROLLOVER | FLAG_RESET)
+
+
+def test_replaced_uint32_meter_reading_zero_is_a_reset_not_a_12_9_gwh_rollover():
+    """A uint32 register at scale 0.01 sitting at 30e6 kWh, replaced, then reading 0, 5, 10: the wrap
+    it would imply (12.9 GWh, 30% of the register) is implausible, so it is a reset: flagged, and
+    the interval spanning it contributes nothing (no rebased guess)."""
+    ts = T0 + np.arange(6) * 300.0  # two buckets of three readings
+    values = np.array([30e6 - 20, 30e6 - 10, 30e6, 0.0, 5.0, 10.0])
+    for rate in (None, 1.0):
+        iv = counter_intervals(ts, values, UINT32_001, max_rate=rate)
+        want = reference.counter_buckets(list(zip(ts, values, strict=True)), UINT32_001, rate)
+        assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+        assert list(iv.quantity) == pytest.approx([20.0, 10.0])
+        assert iv.flags[1] & FLAG_RESET and not (iv.flags & FLAG_ROLLOVER).any()
+        assert list(iv.coverage) == pytest.approx([2 / 3, 2 / 3])  # 600 -> 900 s is not counted
+
+
+def test_a_wrap_near_the_top_of_the_register_is_still_a_rollover():
+    values = np.array([UINT32_001 - 30.0, UINT32_001 - 10.0, 5.0, 25.0])
+    iv = counter_intervals(T0 + np.arange(4) * 300.0, values, UINT32_001)
+    assert iv.quantity.sum() == pytest.approx(55.0)
+    assert iv.flags[0] & FLAG_ROLLOVER and not iv.flags[0] & (FLAG_RESET | FLAG_SPIKE)
+
+
+def test_the_configured_rate_decides_a_large_wrap():
+    # uint16 register: 62,000 -> 2,000 implies 5,536 (8% of the register) in 5 minutes
+    values = np.array([60_000.0, 62_000.0, 2_000.0, 2_100.0])
+    ts = T0 + np.arange(4) * 300.0
+    without = counter_intervals(ts, values, 65_536.0)
+    assert without.quantity.sum() == pytest.approx(2_000.0 + 100.0) and without.flags[0] & FLAG_RESET
+    rated = counter_intervals(ts, values, 65_536.0, max_rate=10.0)  # 10 kWh/s: 9,000 per bucket is plausible
+    assert rated.quantity.sum() == pytest.approx(2_000.0 + 5_536.0 + 100.0) and rated.flags[0] & FLAG_ROLLOVER
+    slow = counter_intervals(ts, values, 65_536.0, max_rate=3.0)  # 2,700 per bucket: the wrap is not plausible
+    assert slow.flags[0] & FLAG_RESET and slow.quantity.sum() == pytest.approx(2_100.0)
+
+
+def test_a_small_dip_after_a_real_step_does_not_make_the_step_a_spike():
+    # 110 is followed by 109.99: nearer 110 than the baseline 101, so 110 counts and 109.99 is the glitch
+    iv = counter_intervals(T0 + np.arange(5) * 120.0, np.array([100.0, 101.0, 110.0, 109.99, 111.0]))
+    assert iv.quantity.sum() == pytest.approx(11.0)
+    assert iv.flags[0] & FLAG_BACKWARDS and not iv.flags[0] & FLAG_SPIKE
+
+
+def test_a_rise_that_persists_is_counted_without_a_rate():
+    """Without a rate a persistent rise cannot be told from real use: counted, not second-guessed."""
+    iv = counter_intervals(T0 + np.arange(4) * 300.0, np.array([100.0, 101.0, 200.0, 201.0]))
+    assert iv.quantity.sum() == pytest.approx(101.0) and not (iv.flags & FLAG_SPIKE).any()

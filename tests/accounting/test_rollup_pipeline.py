@@ -158,3 +158,24 @@ def test_beijing_periods_match_the_tz_database(epoch, period):
     pm = period_map(b, b, period)
     assert pm.labels[pm.index[0]] == reference.period_label(b * 900, period)
     assert int(bucket_years(np.array([b * 900]))[0]) == int(reference.period_label(b * 900, "year"))
+
+
+def test_rollup_says_when_a_year_uses_stale_electricity_factors():
+    fresh = rollup(*readings(NEW_YEAR_2025 - 86400, 2 * 288), POINTS, period="day")
+    assert fresh.warnings == ()
+    new_year_2030 = int(datetime(2029, 12, 31, 16, tzinfo=UTC).timestamp())
+    stale = rollup(*readings(new_year_2030 - 86400, 2 * 288), POINTS, period="day")
+    assert stale.electricity_data_years == {2029: 2023, 2030: 2023}
+    assert len(stale.warnings) == 2 and all("stale electricity factors" in w for w in stale.warnings)
+    assert "accounting year 2030 uses data year 2023" in stale.warnings[1]
+
+
+def test_a_points_rate_limit_keeps_a_garbage_read_out_of_the_rollup():
+    """A lone garbage read is skipped with or without max_rate; a persistent jump only with one."""
+    ts = NEW_YEAR_2025 + np.arange(8) * 300.0
+    lone = np.array([100.0, 101.0, 102.0, 42_949_672.95, 103.0, 104.0, 105.0, 106.0])
+    level = np.array([100.0, 101.0, 102.0, 9e6, 9e6 + 1, 9e6 + 2, 9e6 + 3, 9e6 + 4])
+    for values, rate, want in ((lone, None, 6.0), (lone, 0.5, 6.0), (level, 0.5, 6.0), (level, None, 9e6 + 4 - 100)):
+        pts = [PointInfo("incomer.import_kwh", "kWh", "electricity", province="140000", max_rate=rate, keys=SX)]
+        r = rollup(np.zeros(len(ts), dtype=np.int64), ts, values, pts, period="day")
+        assert r.quantity.sum() == pytest.approx(want), (rate, values[3])

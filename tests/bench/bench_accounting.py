@@ -1,6 +1,6 @@
 """Benchmark: the accounting pipeline on counter readings, against pandas and plain NumPy.
 
-Full pipeline = counter differences (rollover, glitches, resets), apportioning to 15-minute
+Full pipeline = counter differences (rollover, glitches, lone spikes, resets), apportioning to 15-minute
 buckets, unit conversion and factors, roll-up by point, enterprise and province per Beijing day.
 Measured in readings per second, in one run, against:
 
@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from carbonwatch.accounting.flags import ROLLOVER_MAX_SHARE
 from carbonwatch.accounting.pipeline import PointInfo, point_factors, rollup
 
 BUCKET = 900.0
@@ -36,7 +37,7 @@ ROLLOVER = 10_000.0  # register width of the wrapping points (about two wraps pe
 
 
 def make_readings(n: int, npts: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PointInfo]]:
-    """Readings sorted by point and time (as a database returns them) with rollovers, zeros, resets."""
+    """Readings sorted by point and time (as a database returns them) with rollovers, zeros, spikes, resets."""
     rng = np.random.default_rng(seed)
     per = n // npts
     n = per * npts
@@ -57,13 +58,18 @@ def make_readings(n: int, npts: int, seed: int = 42) -> tuple[np.ndarray, np.nda
     np.mod(value, ROLLOVER, out=value, where=mask)
     del mask
     # Anomalies on the non-wrapping points, each with good readings either side (the vectorised
-    # baselines only see immediate neighbours): transient zeros at offsets 2 mod 4, resets at 0 mod 4.
+    # baselines only see immediate neighbours): transient zeros at offsets 2 mod 4, lone garbage
+    # reads (an all-ones uint32 register at scale 0.01) at 0 mod 4, resets at 0 mod 4.
     plain = np.arange(1, npts, 2)
     idx = rng.choice(np.arange(2, per - 2, 4), size=max(1, per // 1000), replace=False)
     zeros = (starts[plain][:, None] + idx[None, :]).ravel()
     value[zeros] = 0.0
+    reset_at = 4 * (per // 8)
+    spots = np.setdiff1d(np.arange(4, per - 4, 4), [reset_at])
+    idx = rng.choice(spots, size=max(1, per // 2000), replace=False)
+    value[(starts[plain][:, None] + idx[None, :]).ravel()] = 2**32 * 0.01 - 0.01
     for p in rng.choice(plain, size=max(1, npts // 50), replace=False):
-        k = starts[p] + 4 * (per // 8)
+        k = starts[p] + reset_at
         value[k : starts[p] + per] -= value[k] - 3.0
     provinces = ["140000", "370000", "630000", "640000", "320000", "440000"]
     points = []
@@ -99,7 +105,8 @@ def numpy_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, nent, np
     nxt[last] = np.nan
     drop = value < prev
     persists = (nxt >= value) & (nxt < prev)
-    keep = ~(drop & ~persists)  # a drop that does not persist is a glitch: skipped
+    lone = (value > prev) & (nxt >= prev) & (nxt < value) & (nxt - prev < value - nxt)  # taken back
+    keep = ~(drop & ~persists) & ~lone  # a drop that does not persist is a glitch, a lone jump a spike
     point, ts, value = point[keep], ts[keep], value[keep]
     same = point[1:] == point[:-1]
     t0, t1 = ts[:-1][same], ts[1:][same]
@@ -107,7 +114,7 @@ def numpy_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, nent, np
     p = point[1:][same]
     wrap = rollover[p]
     wrapped = d + wrap
-    is_wrap = (d < 0) & (wrap > 0) & (wrapped <= 0.5 * wrap)
+    is_wrap = (d < 0) & (wrap > 0) & (wrapped <= ROLLOVER_MAX_SHARE * wrap)  # no rate: a small share
     d = np.where(d >= 0, d, np.where(is_wrap, wrapped, 0.0))  # resets are not counted
     b0 = np.floor(t0 / BUCKET)
     nb = np.maximum(np.ceil(t1 / BUCKET) - b0, 1).astype(np.int64)
@@ -142,14 +149,16 @@ def pandas_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, day0, n
     df = pd.DataFrame({"point": point, "ts": ts, "value": value})
     g = df.groupby("point", sort=False)["value"]
     prev, nxt = g.shift(1), g.shift(-1)
-    drop = df["value"] < prev
-    persists = (nxt >= df["value"]) & (nxt < prev)
-    df = df[~(drop & ~persists)]
+    v = df["value"]
+    drop = v < prev
+    persists = (nxt >= v) & (nxt < prev)
+    lone = (v > prev) & (nxt >= prev) & (nxt < v) & (nxt - prev < v - nxt)
+    df = df[~(drop & ~persists) & ~lone]
     g = df.groupby("point", sort=False)
     df = df.assign(t0=g["ts"].shift(1), d=g["value"].diff()).dropna(subset=["t0"])
     wrap = df["point"].map(pd.Series(rollover))
     wrapped = df["d"] + wrap
-    is_wrap = (df["d"] < 0) & (wrap > 0) & (wrapped <= 0.5 * wrap)
+    is_wrap = (df["d"] < 0) & (wrap > 0) & (wrapped <= ROLLOVER_MAX_SHARE * wrap)
     df["d"] = df["d"].where(df["d"] >= 0, wrapped.where(is_wrap, 0.0))
     b0 = np.floor(df["t0"] / BUCKET)
     df["nb"] = np.maximum(np.ceil(df["ts"] / BUCKET) - b0, 1).astype("int64")

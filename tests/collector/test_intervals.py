@@ -14,6 +14,7 @@ from fleet import counter_names, make_site, reading, register, telemetry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from carbonwatch.accounting.flags import FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
 from carbonwatch.accounting.intervals import counter_intervals
 from carbonwatch.collector import intervals as builder_module
 from carbonwatch.collector.intervals import IntervalBuilder, baseline_index, build_intervals
@@ -22,6 +23,7 @@ from carbonwatch.collector.registry import Registry
 from carbonwatch.collector.rollups import refresh_continuous_aggregates
 from carbonwatch.collector.validate import Message, parse_message
 from carbonwatch.collector.writer import prepare, write_batch
+from carbonwatch.contracts.site import Site
 
 T0 = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)  # 23:00 Beijing: days and a month turn over soon after
 ROLLOVER = 100_000.0
@@ -56,9 +58,10 @@ def stored(conn, point):
     return rows
 
 
-def reference(ts, values, rollover=None):
+def reference(ts, values, rollover=None, max_rate_per_hour=None):
     order = np.argsort(ts)
-    iv = counter_intervals(np.asarray(ts)[order], np.asarray(values)[order], rollover)
+    rate = None if max_rate_per_hour is None else max_rate_per_hour / 3600.0
+    iv = counter_intervals(np.asarray(ts)[order], np.asarray(values)[order], rollover, max_rate=rate)
     return list(zip(iv.bucket.tolist(), iv.quantity.tolist(), iv.flags.tolist(), iv.coverage.tolist(), strict=True))
 
 
@@ -72,14 +75,27 @@ def assert_same(got, want):
 
 def test_baseline_skips_readings_below_an_earlier_one():
     assert baseline_index(np.array([])) == 0
-    assert baseline_index(np.array([5.0, 6.0, 7.0])) == 2
-    assert baseline_index(np.array([5.0, 6.0, 0.0])) == 1  # a transient zero is no baseline
-    assert baseline_index(np.array([5.0, 0.0, 0.0, 6.0, 0.0])) == 3
+    assert baseline_index(np.array([5.0, 6.0, 7.0]), complete=True) == 2
+    assert baseline_index(np.array([5.0, 6.0, 0.0, 7.0])) == 1  # a transient zero is no baseline
+    assert baseline_index(np.array([5.0, 0.0, 0.0, 6.0, 6.5, 0.0])) == 3
+
+
+def test_baseline_is_confirmed_by_the_reading_after_it():
+    # the last reading before new ones may turn out a lone jump once its successor arrives
+    assert baseline_index(np.array([5.0, 6.0, 7.0])) == 1
+    assert baseline_index(np.array([5.0, 6.0, 7.0]), 3, complete=False) == 1
+    assert baseline_index(np.array([5.0, 6.0, 7.0, 8.0]), 3) == 2  # the next one (8) is loaded and confirms it
+    # a garbage read taken back by the next reading is no baseline, nor is the reading just before it
+    assert baseline_index(np.array([100.0, 101.0, 42_949_672.95, 102.0, 103.0]), 4) == 1
+    assert baseline_index(np.array([5.0, 6.0, 0.0])) == 1  # a drop below every reading confirms 6
+    assert baseline_index(np.array([5.0, 9.0, 6.0]), complete=True) == 0  # 9 may be a lone jump: not 9
+    assert baseline_index(np.array([7.0])) == 0  # nothing qualifies: the earliest loaded
 
 
 @st.composite
 def histories(draw):
-    """A counter read at irregular times, with transient drops and (sometimes) a register rollover."""
+    """A counter read at irregular times, with transient drops, garbage reads, (sometimes) a register
+    rollover and (sometimes) a rate limit."""
     n = draw(st.integers(min_value=3, max_value=60))
     # runs of fast polls (many readings in one bucket) between longer gaps
     gap = st.one_of(st.integers(min_value=1, max_value=30), st.integers(min_value=1, max_value=3 * 3600))
@@ -87,30 +103,34 @@ def histories(draw):
     incs = draw(st.lists(st.floats(min_value=0, max_value=2000, allow_nan=False), min_size=n, max_size=n))
     rollover = draw(st.sampled_from([None, ROLLOVER]))
     start = draw(st.floats(min_value=0, max_value=99_000 if rollover else 1e7))
-    glitch = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    glitch = draw(st.lists(st.sampled_from(["ok"] * 4 + ["zero", "spike"]), min_size=n, max_size=n))
     ts, values, total, run = [], [], start, 0
     t = T0.timestamp()
     for i in range(n):
         t += gaps[i]
         total += incs[i]
         v = total % rollover if rollover else total
-        if glitch[i] and i > 0 and run < 2:  # short runs of transient zeros, as meters produce
-            v, run = 0.0, run + 1
+        if glitch[i] != "ok" and i > 0 and run < 2:  # short runs of transient zeros and garbage reads
+            v, run = (0.0 if glitch[i] == "zero" else 42_949_672.95), run + 1
         else:
             run = 0
         ts.append(round(t, 3))
         values.append(round(v, 3))
+    # a rate limit in kWh per hour (the site file's max_rate), or none
+    max_rate = draw(st.sampled_from([None, 3600.0, 720_000.0, 36_000_000.0]))
     chunks = draw(st.integers(min_value=1, max_value=min(6, n)))
     seed = draw(st.integers(min_value=0, max_value=2**32 - 1))
-    return ts, values, rollover, chunks, seed
+    return ts, values, rollover, max_rate, chunks, seed
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(histories())
 def test_intervals_match_a_whole_history_computation_whatever_the_arrival_order(db_url, site, conn, history):
-    ts, values, rollover, chunks, seed = history
+    ts, values, rollover, max_rate, chunks, seed = history
     point = counter_names(site, 0)[0]
-    conn.execute("UPDATE points SET rollover = %s WHERE point = %s", (rollover, point))
+    conn.execute(
+        "UPDATE points SET rollover = %s, max_rate_per_hour = %s WHERE point = %s", (rollover, max_rate, point)
+    )
     for table in ("readings", "intervals_15m", "interval_dirty"):
         conn.execute(f"DELETE FROM {table}")
     rng = random.Random(seed)
@@ -124,7 +144,7 @@ def test_intervals_match_a_whole_history_computation_whatever_the_arrival_order(
             build_intervals(conn)
     build_intervals(conn)
     assert conn.execute("SELECT count(*) FROM interval_dirty").fetchone()[0] == 0
-    assert_same(stored(conn, point), reference(ts, values, rollover))
+    assert_same(stored(conn, point), reference(ts, values, rollover, max_rate))
 
 
 def test_a_crash_during_the_build_leaves_the_work_queued(db_url, site, conn, monkeypatch):
@@ -155,10 +175,10 @@ def test_one_failing_point_is_postponed_and_the_others_are_built(db_url, site, c
     deliver(conn, db_url, site, [reading(p, T0 + timedelta(minutes=m), 1.0 + m) for p in (bad, good) for m in (0, 20)])
     real = builder_module.counter_intervals
 
-    def failing_for_one_point(ts, values, rollover=None, bucket_seconds=900):
+    def failing_for_one_point(ts, values, rollover=None, bucket_seconds=900, *, max_rate=None):
         if rollover == marker:
             raise ValueError("corrupt history")
-        return real(ts, values, rollover, bucket_seconds)
+        return real(ts, values, rollover, bucket_seconds, max_rate=max_rate)
 
     monkeypatch.setattr(builder_module, "counter_intervals", failing_for_one_point)
     metrics = CollectorMetrics()
@@ -234,3 +254,57 @@ def test_late_intervals_rewrite_the_rollups(db_url, site, conn):
     ).fetchone()[0]
     assert sum(d[0] for d in days) == pytest.approx(200.0) == pytest.approx(hours_total)
     assert len(days) == 3
+
+
+def test_the_site_files_max_rate_reaches_the_builder(db_url, conn):
+    """A point's max_rate (per hour) is stored by the registry and used by the builder: a jump to a
+    new level faster than the meter can count is flagged and not counted."""
+    raw = make_site(gateways=1, points=8).model_dump(mode="json", exclude_none=True)
+    limited = raw["gateways"][0]["meters"][0]["points"][0]
+    limited["max_rate"] = 600.0  # kWh per hour: a 500 kW incomer with a margin
+    site = Site.model_validate(raw)
+    register(db_url, site)
+    point = limited["id"]
+    assert conn.execute("SELECT max_rate_per_hour FROM points WHERE point = %s", (point,)).fetchone() == (600.0,)
+    ts = [T0 + timedelta(minutes=5 * k) for k in range(6)]
+    values = [1000.0, 1040.0, 1080.0, 9_000_000.0, 9_000_040.0, 9_000_080.0]  # a 9 GWh step in 5 minutes
+    deliver(conn, db_url, site, [reading(point, t, v) for t, v in zip(ts, values, strict=True)])
+    build_intervals(conn)
+    got = stored(conn, point)
+    assert sum(q for _, q, _, _ in got) == pytest.approx(160.0)
+    assert any(f & FLAG_SPIKE for _, _, f, _ in got)
+    assert_same(got, reference([t.timestamp() for t in ts], values, None, 600.0))
+
+
+def test_a_garbage_read_and_a_replaced_meter_count_nothing_without_a_rate(db_url, site, conn):
+    """No max_rate configured: one all-ones register read is skipped, and a uint32 register at 30e6 kWh
+    replaced and reading 0, 5, 10 is a reset, not a 12.9 GWh rollover."""
+    garbage, replaced = counter_names(site, 0)[:2]
+    conn.execute("UPDATE points SET rollover = %s WHERE point = %s", (2**32 * 0.01, replaced))
+    ts = [T0 + timedelta(minutes=5 * k) for k in range(6)]
+    rows = [reading(garbage, t, v) for t, v in zip(ts, [100.0, 101.0, 42_949_672.95, 102.0, 103.0, 104.0], strict=True)]
+    rows += [reading(replaced, t, v) for t, v in zip(ts, [30e6 - 20, 30e6 - 10, 30e6, 0.0, 5.0, 10.0], strict=True)]
+    deliver(conn, db_url, site, rows)
+    build_intervals(conn)
+    assert sum(q for _, q, _, _ in stored(conn, garbage)) == pytest.approx(4.0)
+    assert sum(q for _, q, _, _ in stored(conn, replaced)) == pytest.approx(30.0)
+    flags = 0
+    for _, _, f, _ in stored(conn, replaced):
+        flags |= f
+    assert flags & FLAG_RESET and not flags & FLAG_ROLLOVER
+
+
+def test_max_rate_in_the_site_contract():
+    from pydantic import ValidationError
+
+    from carbonwatch.contracts.site import Point
+
+    base = {"id": "incomer.kwh", "address": 0, "type": "uint32", "unit": "kWh", "kind": "counter"}
+    p = Point.model_validate({**base, "max_rate": 1800})
+    assert p.max_rate == 1800.0 and p.max_rate_per_second == pytest.approx(0.5)
+    assert Point.model_validate(base).max_rate is None and Point.model_validate(base).max_rate_per_second is None
+    for bad in (0, -5, float("inf"), float("nan"), "fast"):
+        with pytest.raises(ValidationError, match="max_rate"):
+            Point.model_validate({**base, "max_rate": bad})
+    with pytest.raises(ValidationError, match=r"max_rate .* applies to counters only"):
+        Point.model_validate({**base, "kind": "gauge", "unit": "kW", "max_rate": 10})
