@@ -6,6 +6,7 @@ query is limited to the caller's scope in SQL.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -14,7 +15,6 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from psycopg.rows import dict_row
 
 from carbonwatch.accounting import METHOD_VERSION
-from carbonwatch.accounting.intensity import IntensityError, compare, intensity
 from carbonwatch.accounting.tables import shipped
 from carbonwatch.contracts.regions import PROVINCES
 
@@ -22,6 +22,7 @@ from .auth import CallerDep
 from .deps import Conn
 from .energy import LEVELS, energies, energy
 from .figures import factor_used, period_label
+from .indicators import attainment, green_power, measure_targets, non_fossil, product_intensities, site_facts
 from .models import EnergyResponse, Targets
 from .routes import ENTERPRISE_CODE, REGION, enterprise_or_404
 from .targets import load_targets
@@ -140,7 +141,14 @@ def _intensity_of(co2: float, tce: float) -> float | None:
 async def province_overview(
     request: Request, conn: Conn, who: CallerDep, code: Annotated[str, PROVINCE_CODE], year: Year = None
 ) -> dict:
-    """A province's year: per city, carbon intensity of energy first (tCO2/tce), then totals; today live; targets."""
+    """A province's year: per city, carbon intensity of energy first (tCO2/tce), then totals; today live; targets.
+
+    Also, over the monitored enterprises in scope only (never the regional statistic): the
+    green-power share per city and in total (on-site renewable used over electricity used; no
+    green certificates are metered), their non-fossil share on the equivalent-value basis (not
+    compared with the plans' targets), benchmark attainment per product indicator with the counts
+    worse than baseline and limit, and ``measured`` for the targets meters can measure.
+    """
     who.require_energy()
     cond, params = who.where()
     cur = conn.cursor(row_factory=dict_row)
@@ -154,13 +162,26 @@ async def province_overview(
     lo, hi = _year_window(year)
     t_lo, t_hi = default_window("15min")
     f = {"province": code}
-    by_city, monthly, today = await energies(
-        request.app.state.pool,
-        who,
-        ("city", "year", lo, hi, f),
-        ("province", "month", lo, hi, f, {"carriers": True}),
-        ("city", "day", t_lo, t_hi, f),
+    # the four energy queries on pooled connections, the meters' facts on this request's own
+    (by_city, monthly, today, by_ent), sites = await asyncio.gather(
+        energies(
+            request.app.state.pool,
+            who,
+            ("city", "year", lo, hi, f),
+            ("province", "month", lo, hi, f, {"carriers": True}),
+            ("city", "day", t_lo, t_hi, f),
+            ("enterprise", "year", lo, hi, f, {"carriers": True}),
+        ),
+        site_facts(conn, who, lo, hi, province=code),
     )
+    elec = by_ent.by_carrier.get("electricity", {})
+    for i, ent in enumerate(by_ent.keys):
+        if ent in sites:
+            sites[ent].tce = float(by_ent.tce[i].sum())
+            sites[ent].tce_fuel = sites[ent].tce - float(elec[ent].sum() if ent in elec else 0.0)
+    by_city_sites: dict[str, list] = {}
+    for s in sites.values():
+        by_city_sites.setdefault(s.city, []).append(s)
     rows = []
     for city, n in sorted(cities.items()):
         i = by_city.keys.index(city) if city in by_city.keys else None
@@ -170,6 +191,7 @@ async def province_overview(
             return float(getattr(fig, name)[idx].sum()) if idx is not None else 0.0
 
         tce, co2 = pick(by_city, i, "tce"), pick(by_city, i, "co2_location_t")
+        green = green_power(by_city_sites.get(city, []))
         rows.append(
             {
                 "city": city,
@@ -182,6 +204,9 @@ async def province_overview(
                 "co2_market_t": pick(by_city, i, "co2_market_t"),
                 "today_tce": pick(today, t, "tce"),
                 "today_co2_t": pick(today, t, "co2_location_t"),
+                "green_power_share": green["share"],
+                "electricity_used_kwh": green["electricity_used_kwh"],
+                "green_used_kwh": green["green_used_kwh"],
             }
         )
     months = [
@@ -200,7 +225,8 @@ async def province_overview(
     for t in targets:
         t["document_title"] = reg.documents[t["document"]]["title"]
         t["document_status"] = reg.documents[t["document"]]["status"]
-        t["measured"] = None  # regional statistics: not measured by enterprise meters
+    benchmarks, unlevelled = attainment(sites.values(), code)
+    measure_targets(targets, benchmarks)
     tot_tce = sum(r["tce"] for r in rows)
     tot_co2 = sum(r["co2_location_t"] for r in rows)
     return {
@@ -222,6 +248,10 @@ async def province_overview(
         },
         "cities": rows,
         "months": months,
+        "green_power": green_power(sites.values()),
+        "non_fossil_monitored": non_fossil(sites.values(), tot_tce),
+        "benchmarks": benchmarks,
+        "products_without_levels": unlevelled,
         "targets": targets,
     }
 
@@ -230,7 +260,9 @@ async def province_overview(
 async def enterprise_overview(
     request: Request, conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE], year: Year = None
 ) -> dict:
-    """Drill-down: the year by carrier and point, daily totals, today by 15 minutes, product intensity."""
+    """Drill-down: the year by carrier and point, daily totals, today by 15 minutes, product intensity
+    for every indicator its output points allow (kgce/t, kWh/t, gce/kWh, PUE) against the levels,
+    green-power and non-fossil shares."""
     who.require_energy()
     ent = await enterprise_or_404(conn, who, code)
     lo, hi = _year_window(year)
@@ -274,6 +306,10 @@ async def enterprise_overview(
         "co2_location_t": float(daily.co2_location_t.sum()),
         "co2_market_t": float(daily.co2_market_t.sum()),
     }
+    site = (await site_facts(conn, who, lo, hi, enterprise=code))[code]
+    site.tce = year_total["tce"]
+    elec = carriers.keys.index("electricity") if "electricity" in carriers.keys else None
+    site.tce_fuel = site.tce - (float(carriers.tce[elec].sum()) if elec is not None else 0.0)
     return {
         **ent,
         "year": (lo + BEIJING).year,
@@ -284,35 +320,10 @@ async def enterprise_overview(
         "points": totals(points),
         "days": series(daily),
         "today_15min": series(today),
-        "intensity": await _product_intensity(conn, code, ent["province"], lo, hi, year_total["tce"]),
+        "intensity": [m.item for m in product_intensities(site, ent["province"])],
+        "green_power": green_power([site]),
+        "non_fossil": non_fossil([site], site.tce),
     }
-
-
-async def _product_intensity(conn: Conn, code: str, province: str, lo: datetime, hi: datetime, tce: float) -> list:
-    """Product output points of the enterprise: comprehensive energy per tonne against the shipped levels."""
-    cur = await conn.execute(
-        """SELECT p.product, p.unit, sum(m.quantity) FROM energy_1mon m JOIN points p ON p.id = m.point_id
-           WHERE p.enterprise = %s AND p.product IS NOT NULL AND m.bucket >= %s AND m.bucket < %s GROUP BY 1, 2""",
-        (code, lo, hi),
-    )
-    out = []
-    indicators = {(lv.product, lv.indicator, lv.unit) for lv in shipped().levels}
-    for product, unit, output in await cur.fetchall():
-        for prod, indicator, iunit in sorted(indicators):
-            if prod != product or iunit != "kgce/t":
-                continue
-            try:
-                value = intensity(tce, "tce", output, unit, iunit)
-                out.append(
-                    {
-                        "output": output,
-                        "output_unit": unit,
-                        **compare(product, indicator, value, region=province).as_dict(),
-                    }
-                )
-            except IntensityError as exc:
-                out.append({"product": product, "indicator": indicator, "error": str(exc)})
-    return out
 
 
 @router.get("/enterprises/{code}/intervals", tags=["energy and CO2"])

@@ -14,6 +14,7 @@
   const num = (v, digits = 2) =>
     v === null || v === undefined ? "—" : Number(v).toLocaleString(lang === "zh" ? "zh-CN" : "en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
+  const unitOf = (u) => (u === "1" ? "" : ` ${u}`);
   const carrierName = (c) => (t(`carrier_${c}`) !== `carrier_${c}` ? t(`carrier_${c}`) : c);
   const token = () => sessionStorage.getItem(TOKEN_KEY);
   // times are shown in Beijing time, as the reporting rules count them, whatever the browser's zone
@@ -195,11 +196,25 @@
       <td class="num strong">${num(c.co2_per_tce, 3)}</td><td class="num">${pct(c.dual_control_share)}</td>
       <td class="num">${num(c.tce)}</td><td class="num">${num(c.co2_location_t)}
       <div class="bar" style="width:${(100 * c.co2_location_t) / maxCo2}%"></div></td><td class="num">${num(c.co2_market_t)}</td>
-      <td class="num">${num(c.today_co2_t, 4)}</td></tr>`);
-    const targets = ov.targets.map((g) => `<tr><td>${esc(g.name)}</td><td>${g.year}</td>
+      <td class="num">${num(c.today_co2_t, 4)}</td><td class="num" data-city-green="${esc(c.city)}">${pct(c.green_power_share)}</td></tr>`);
+    const targets = ov.targets.map((g) => `<tr data-target="${esc(g.indicator)}-${g.year}"><td>${esc(g.name)}</td><td>${g.year}</td>
       <td>${esc(t(`comparator_${g.comparator}`))} ${num(g.value, g.value % 1 ? 1 : 0)}${esc(g.unit === "1" ? "" : g.unit)}${g.base_year ? ` (${g.base_year})` : ""}</td>
-      <td class="muted">${g.measured === null ? t("not_metered") : num(g.measured)}</td>
+      ${g.measured === null
+        ? `<td class="muted" title="${esc(g.measured_note || "")}">${esc(t(`measured_${g.measured_status}`))}</td>`
+        : `<td title="${esc(g.measured_scope || "")}"><span class="strong" data-cell="measured">${num(g.measured)}${esc(g.unit === "1" ? "" : g.unit)}</span>
+           <span class="muted small">${t("measured_monitored")}</span></td>`}
       <td class="muted" title="${esc(g.quote)}">${esc(g.document_title)}${g.document_status === "draft" ? ` (${t("status_draft")})` : ""}</td></tr>`);
+    const monitored = ov.benchmarks.filter((b) => b.enterprises > 0);
+    const idle = ov.benchmarks.filter((b) => b.enterprises === 0);
+    const benchmarks = monitored.map((b) => `<tr data-bench="${esc(b.product)}.${esc(b.indicator)}"><td>${esc(b.name)} <span class="muted small">${esc(b.product)}.${esc(b.indicator)}</span></td>
+      <td class="num" data-cell="enterprises">${b.enterprises}</td><td class="num" data-cell="output">${num(b.output)}${esc(unitOf(b.output_unit))}</td>
+      <td class="num" data-cell="intensity">${num(b.intensity)}${esc(unitOf(b.unit))}</td>
+      <td class="num">${b.benchmark === null ? `<span class="muted">${t("no_benchmark")}</span>` : num(b.benchmark, 0)}</td>
+      <td class="num strong" data-cell="share">${pct(b.share_at_benchmark)}${b.share_at_benchmark === null ? "" : `<div class="bar" style="width:${100 * b.share_at_benchmark}%"></div>`}</td>
+      <td class="num ${b.enterprises_worse_than_baseline ? "bad" : ""}" data-cell="baseline">${b.enterprises_worse_than_baseline ?? "—"}</td>
+      <td class="num ${b.enterprises_worse_than_limit ? "bad" : ""}" data-cell="limit">${b.enterprises_worse_than_limit ?? "—"}</td></tr>`);
+    const unlevelled = ov.products_without_levels.map((u) => `${esc(u.product)} ${num(u.output)}${esc(unitOf(u.output_unit))} (${u.enterprises})`).join(", ");
+    const green = ov.green_power;
     main().innerHTML = `<h1>${esc(name || code)} · ${ov.year} <span class="muted small">${t("intensity_first")}</span></h1>
       <div class="kpis">
         ${kpi(t("co2_per_tce"), num(ov.totals.co2_per_tce, 3), 'class="value strong"')}
@@ -208,10 +223,19 @@
         ${kpi(t("co2_mkt"), num(ov.totals.co2_market_t))}
         ${kpi(t("today_co2"), num(ov.totals.today_co2_t, 4), 'data-live-total="co2_location_t"')}
         ${kpi(t("today_tce"), num(ov.totals.today_tce, 4), 'data-live-total="tce"')}
+        ${kpi(t("green_share_monitored"), pct(green.share), 'id="kpi-green"')}
+        ${kpi(t("non_fossil_monitored"), pct(ov.non_fossil_monitored.share), 'id="kpi-non-fossil"')}
       </div>
       <div class="card"><h2>${t("city")}</h2><table><thead><tr><th>${t("city")}</th><th>${t("enterprises")}</th>
         <th>${t("co2_per_tce")}</th><th>${t("dual_share")}</th><th>${t("tce")}</th><th>${t("co2_loc")}</th>
-        <th>${t("co2_mkt")}</th><th>${t("today_co2")}</th></tr></thead><tbody>${cities.join("")}</tbody></table></div>
+        <th>${t("co2_mkt")}</th><th>${t("today_co2")}</th><th>${t("green_share")}</th></tr></thead><tbody>${cities.join("")}</tbody></table>
+        <p class="muted small">${t("green_share")}: ${num(green.green_used_kwh, 0)} / ${num(green.electricity_used_kwh, 0)} kWh · ${t("green_rule")} ${t("no_certificates")}<br>
+        ${t("non_fossil_monitored")}: ${t("non_fossil_note")}</p></div>
+      <div class="card"><h2>${t("benchmarks")}</h2>${monitored.length ? `<table id="benchmarks"><thead><tr><th>${t("indicator")}</th><th>${t("enterprises")}</th>
+        <th>${t("output")}</th><th>${t("weighted_intensity")}</th><th>${t("benchmark_level")}</th><th>${t("share_at_benchmark")}</th>
+        <th>${t("worse_baseline")}</th><th>${t("worse_limit")}</th></tr></thead><tbody>${benchmarks.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}
+        <p class="muted small">${t("benchmarks_note")}${idle.length ? `<br>${t("no_output_for")}: ${idle.map((b) => esc(`${b.product}.${b.indicator}`)).join(", ")}` : ""}
+        ${unlevelled ? `<br><span id="unlevelled">${t("unlevelled")}: ${unlevelled}</span>` : ""}</p></div>
       <div class="grid2"><div class="card"><h2>${t("monthly")}</h2><div id="c-months"></div></div>
       <div class="card"><h2>${t("by_carrier")}</h2><div id="c-carriers"></div></div></div>
       <div class="card"><h2>${t("targets")}</h2><table><thead><tr><th>${t("indicator")}</th><th>${t("year")}</th><th>${t("target")}</th>
@@ -252,10 +276,19 @@
     const meterRows = meters.map((m) => `<tr><td>${esc(m.gateway)}</td><td>${esc(m.meter)}</td><td>${esc(m.model || "")}</td>
       <td><span class="tag ${m.state === "ok" ? "ok" : m.state ? "bad" : ""}">${esc(m.state || "—")}</span></td>
       <td>${bj(m.last_reading)}</td></tr>`);
-    const intensity = ov.intensity.map((c) => c.error ? `<tr><td colspan="5">${esc(c.error)}</td></tr>` : `<tr><td>${esc(c.name)}</td>
-      <td class="num strong">${num(c.value, 1)} ${esc(c.unit)}</td><td>${esc(c.grade || "—")}</td>
-      <td>${c.levels.map((l) => `${esc(l.kind)} ${l.comparator} ${num(l.value, 0)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span>`).join("<br>")}</td>
+    const levelValue = (v) => num(v, Math.abs(v) < 10 ? 2 : 0);
+    const intensity = ov.intensity.map((c) => c.error
+      ? `<tr data-intensity="${esc(c.product)}.${esc(c.indicator || "")}"><td>${esc(c.name || c.product)}</td><td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td><td colspan="5" class="muted">${esc(c.error)}</td></tr>`
+      : `<tr data-intensity="${esc(c.product)}.${esc(c.indicator)}"><td>${esc(c.name)} <span class="muted small">${esc(c.product)}.${esc(c.indicator)}</span></td>
+      <td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td>
+      <td class="num strong" data-cell="value" title="${esc(c.energy_basis)}">${num(c.value, c.unit === "1" ? 3 : 1)}${esc(unitOf(c.unit))}<div class="muted small">${esc(t(`basis_${c.basis}`))}</div></td>
+      <td>${esc(c.grade || "—")}</td>
+      <td>${c.levels.map((l) => `<span class="nowrap">${esc(t(`level_${l.kind}`))} ${l.comparator} ${levelValue(l.value)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span></span>`).join("<br>") || `<span class="muted">${esc(c.note || "—")}</span>`}</td>
       <td class="bad">${c.alerts.map(esc).join("<br>")}</td></tr>`);
+    const g = ov.green_power;
+    const greenRows = [["el_import", g.import_kwh], ["el_export", g.export_kwh], ["el_generation", g.generation_kwh],
+      ["el_renewable", g.renewable_generation_kwh], ["el_used", g.electricity_used_kwh], ["el_green", g.green_used_kwh]]
+      .map(([k, v]) => `<tr><td>${t(k)}</td><td class="num" data-cell="${k}">${num(v, 0)}</td></tr>`).join("");
     main().innerHTML = `<h1>${esc(lang === "zh" ? ov.name : ov.name_en || ov.name)} <span class="muted small">${esc(ov.code)} · ${ov.year}</span></h1>
       <div class="kpis">
         ${kpi(t("co2_per_tce"), num(ov.totals.tce > 0 ? ov.totals.co2_location_t / ov.totals.tce : null, 3), 'class="value strong"')}
@@ -265,6 +298,7 @@
         ${kpi(t("co2_mkt"), num(ov.totals.co2_market_t))}
         ${kpi(t("today_co2"), num(ov.today.co2_location_t, 4), `data-co2="${esc(ov.code)}"`)}
         ${kpi(t("today_tce"), num(ov.today.tce, 4), `data-live-tce="${esc(ov.code)}"`)}
+        ${kpi(t("green_share"), pct(g.share), 'id="kpi-green"')}
       </div>
       <p class="actions">${t("report")}: <a class="button" href="#" data-report="csv">${t("csv")}</a>
         <a class="button" href="#" data-report="html">${t("print")}</a></p>
@@ -275,10 +309,13 @@
       <div class="card"><h2>${t("points")}</h2><table><thead><tr><th>${t("point")}</th><th>${t("tce")}</th><th>${t("co2_loc")}</th><th></th></tr></thead>
         <tbody>${points.join("")}</tbody></table></div></div>
       <div class="card" id="point-card" hidden><h2 id="point-title"></h2><div id="c-point"></div></div>
-      <div class="card"><h2>${t("product_intensity")}</h2>${intensity.length ? `<table><thead><tr><th>${t("indicator")}</th><th></th><th>${t("grade")}</th>
+      <div class="card"><h2>${t("product_intensity")}</h2>${intensity.length ? `<table id="intensity"><thead><tr><th>${t("indicator")}</th><th>${t("output")}</th><th>${t("intensity_value")}</th><th>${t("grade")}</th>
         <th>${t("levels")}</th><th>${t("alerts")}</th></tr></thead><tbody>${intensity.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}</div>
+      <div class="grid2"><div class="card"><h2>${t("green_power")}</h2><table id="green"><tbody>${greenRows}
+        <tr><td class="strong">${t("green_share")}</td><td class="num strong" data-cell="share">${pct(g.share)}</td></tr></tbody></table>
+        <p class="muted small">${t("green_rule")} ${t("no_certificates")}</p></div>
       <div class="card"><h2>${t("meter")}</h2><table><thead><tr><th>${t("gateway")}</th><th>${t("meter")}</th><th></th><th>${t("state")}</th>
-        <th>${t("last_seen")}</th></tr></thead><tbody>${meterRows.join("")}</tbody></table></div>
+        <th>${t("last_seen")}</th></tr></thead><tbody>${meterRows.join("")}</tbody></table></div></div>
       <p class="muted small">${t("method")}: ${esc(ov.method_version)} · ${t("factor_set")}: ${esc(ov.factor_set)}</p>`;
     chart(document.getElementById("c-days"), ov.days.map((d) => d.period.slice(5)), [
       { label: t("tce"), values: ov.days.map((d) => d.tce), bars: true },

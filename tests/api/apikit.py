@@ -4,6 +4,7 @@ with rollups, and one token per role."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -109,3 +110,219 @@ def degrade(db_url: str, code: str) -> None:
             (code,),
         )
     refresh_rollups_of(db_url, [incomer])
+
+
+# --- a world of product plants: intensities, benchmark attainment, green power -------------------------
+#
+# Each plant: (key, region, industry, points); a point is (id, unit, carrier, direction, renewable,
+# product, quantity in its unit). Every quantity lands in one 15-minute interval at the start of the
+# current Beijing year, so the year's figures hold all of it. The plants carry only electricity and
+# bituminous coal, whose equivalent coefficients the tests state themselves.
+WORLD = [
+    # Shanxi blast furnaces: 356.41, 394.51 and 454.73 kgce/t against benchmark 361 / limit 415 / baseline 435
+    (
+        "steel_1",
+        "140105",
+        "3110",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 3_000_000),
+            ("grid.export_kwh", "kWh", "electricity", "export", False, None, 100_000),
+            ("pv.generation_kwh", "kWh", "electricity", "generation", True, None, 400_000),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 1000),
+        ],
+    ),
+    (
+        "steel_2",
+        "140202",
+        "3110",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 6_500_000),
+            ("grid.export_kwh", "kWh", "electricity", "export", False, None, 80_000),  # more than the PV makes
+            ("pv.generation_kwh", "kWh", "electricity", "generation", True, None, 50_000),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 2000),
+        ],
+    ),
+    (
+        "steel_3",
+        "140105",
+        "3110",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 3_700_000),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 1000),
+        ],
+    ),
+    (
+        "steel_4",
+        "140202",
+        "3120",
+        [  # a converter using energy on net: worse than every level
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 200_000),
+            ("bof.crude_steel_t", "t", None, None, False, "steel.converter", 1000),
+        ],
+    ),
+    # Shanxi coal power: the export meter is the output of the first, an output counter in MWh of the second
+    (
+        "coal_1",
+        "140105",
+        "4411",
+        [
+            ("coal.bituminous_t", "t", "bituminous_coal", "import", False, None, 11_000),
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 100_000),
+            ("gen.gross_kwh", "kWh", "electricity", "generation", False, None, 25_500_000),
+            ("grid.export_kwh", "kWh", "electricity", "export", False, "coal_power", 24_000_000),
+        ],
+    ),
+    (
+        "coal_2",
+        "140202",
+        "4411",
+        [
+            ("coal.bituminous_t", "t", "bituminous_coal", "import", False, None, 5_000),
+            ("gen.gross_mwh", "MWh", "electricity", "generation", False, None, 11_600),
+            ("grid.export_mwh", "MWh", "electricity", "export", False, None, 11_000),
+            ("supply.net_mwh", "MWh", None, None, False, "coal_power", 11_000),
+        ],
+    ),
+    (
+        "aluminium",
+        "140105",
+        "3216",
+        [  # every aluminium indicator: two in kWh/t, one in kgce/t
+            ("potline.import_kwh", "kWh", "electricity", "import", False, None, 1_350_000),
+            ("cast.aluminium_t", "t", None, None, False, "electrolytic_aluminium", 100),
+        ],
+    ),
+    (
+        "copper",
+        "140105",
+        "3211",
+        [  # no levels shipped for copper
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 100_000),
+            ("anode.copper_t", "t", None, None, False, "copper", 50),
+        ],
+    ),
+    # Ningxia data centres: PUE 1.25 (with PV) and 1.111; the IT load meter is a sub-meter or a plain counter
+    (
+        "dc_1",
+        "640104",
+        "6450",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 12_000_000),
+            ("pv.generation_kwh", "kWh", "electricity", "generation", True, None, 500_000),
+            ("it.load_kwh", "kWh", "electricity", "consumption", False, "data_centre", 10_000_000),
+        ],
+    ),
+    (
+        "dc_2",
+        "640502",
+        "6450",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 3_000_000),
+            ("it.load_kwh", "kWh", None, None, False, "data_centre", 2_700_000),
+        ],
+    ),
+]
+# equivalent standard-coal coefficients the world's expectations use (GB/T 2589; electricity 当量值)
+KGCE_PER_KWH = 0.1229
+KGCE_PER_KG_BITUMINOUS = 19.570 / 29.3076  # no published coefficient: NCV 19.570 GJ/t over 29.3076 GJ/tce
+KGCE_PER_NM3_GAS = 1.33
+KGCE = {"electricity": KGCE_PER_KWH, "bituminous_coal": KGCE_PER_KG_BITUMINOUS * 1000, "natural_gas": KGCE_PER_NM3_GAS}
+TO_BASE = {"kWh": 1.0, "MWh": 1000.0, "t": 1.0, "Nm3": 1.0}  # kWh, t, Nm3
+
+
+def world_code(region: str, n: int) -> str:
+    first = f"91{region}MA{n:07d}"
+    return first + uscc_check_digit(first)
+
+
+def year_start() -> datetime:
+    """00:00 Beijing time on 1 January of the current Beijing year, in UTC."""
+    now = datetime.now(UTC) + timedelta(hours=8)
+    return datetime(now.year, 1, 1, tzinfo=UTC) - timedelta(hours=8)
+
+
+def product_world(db_url: str) -> dict[str, str]:
+    """Register the WORLD plants with their points and one interval each; returns key -> credit code."""
+    codes, pids = {}, []
+    with psycopg.connect(db_url) as conn:
+        for n, (key, region, industry, points) in enumerate(WORLD, start=1):
+            code = codes[key] = world_code(region, n)
+            conn.execute(
+                """INSERT INTO enterprises (code, name, name_en, region, province, city, industry)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                (code, f"示范{key}", f"Demo {key}", region, region[:2] + "0000", region[:4] + "00", industry),
+            )
+            (gw,) = conn.execute(
+                "INSERT INTO gateways (enterprise, gateway) VALUES (%s, 'gw-1') RETURNING id", (code,)
+            ).fetchone()
+            (meter,) = conn.execute(
+                "INSERT INTO meters (gateway_id, meter) VALUES (%s, 'main') RETURNING id", (gw,)
+            ).fetchone()
+            for point, unit, carrier, direction, renewable, product, quantity in points:
+                (pid,) = conn.execute(
+                    """INSERT INTO points (enterprise, gateway_id, meter_id, point, kind, unit, carrier, direction,
+                                          renewable, product)
+                       VALUES (%s, %s, %s, %s, 'counter', %s, %s, %s, %s, %s) RETURNING id""",
+                    (code, gw, meter, point, unit, carrier, direction, renewable, product),
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO intervals_15m (point_id, bucket, quantity) VALUES (%s, %s, %s)",
+                    (pid, year_start(), quantity),
+                )
+                pids.append(pid)
+    refresh_rollups_of(db_url, pids)
+    return codes
+
+
+@dataclass
+class Plant:
+    """One enterprise's year from its raw 15-minute intervals, computed here without the API."""
+
+    code: str
+    city: str
+    kwh: dict[str, float] = field(default_factory=dict)  # import, export, generation, renewable
+    tce: float = 0.0  # on the boundary: imports add, exports subtract
+    tce_fuel: float = 0.0  # the same without electricity
+    outputs: dict[str, float] = field(default_factory=dict)  # product -> quantity in t or kWh
+
+    @property
+    def used(self) -> float:
+        return self.kwh.get("import", 0) - self.kwh.get("export", 0) + self.kwh.get("generation", 0)
+
+    @property
+    def green(self) -> float:
+        return max(0.0, self.kwh.get("renewable", 0) - self.kwh.get("export", 0))
+
+
+def plants_from_intervals(db_url: str, province: str) -> dict[str, Plant]:
+    """Every enterprise of ``province``: sums of its raw intervals over the current Beijing year."""
+    lo = year_start()
+    hi = lo.replace(year=lo.year + 1)
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            """SELECT e.code, e.city, p.carrier, p.direction, p.renewable, p.product, p.unit, i.quantity
+               FROM enterprises e LEFT JOIN points p ON p.enterprise = e.code
+               LEFT JOIN intervals_15m i ON i.point_id = p.id AND i.bucket >= %s AND i.bucket < %s
+               WHERE e.province = %s""",
+            (lo, hi, province),
+        ).fetchall()
+    out: dict[str, Plant] = {}
+    for code, city, carrier, direction, renewable, product, unit, quantity in rows:
+        plant = out.setdefault(code, Plant(code, city))
+        if quantity is None:
+            continue
+        q = quantity * TO_BASE[unit]
+        if product is not None:
+            plant.outputs[product] = plant.outputs.get(product, 0.0) + q
+        if carrier is None:
+            continue
+        if carrier == "electricity" and direction in ("import", "export", "generation"):
+            plant.kwh[direction] = plant.kwh.get(direction, 0.0) + q
+            if direction == "generation" and renewable:
+                plant.kwh["renewable"] = plant.kwh.get("renewable", 0.0) + q
+        sign = {"import": 1, "export": -1}.get(direction, 0)
+        tce = sign * q * KGCE[carrier] / 1000
+        plant.tce += tce
+        if carrier != "electricity":
+            plant.tce_fuel += tce
+    return out

@@ -2,6 +2,8 @@
 it logs in from a ready link, shows the province overview, the enterprise drill-down with charts,
 the data-quality view, switches language, and shows live numbers that change when the simulated
 plant advances (simulator -> agent -> Mosquitto -> collector -> PostgreSQL -> NOTIFY -> SSE).
+Benchmark attainment, measured targets, green-power and non-fossil shares and every product
+intensity show the numbers computed here from the raw intervals, in both languages.
 Screenshots are kept in test-artifacts/."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 
 import psycopg
 import pytest
-from apikit import SHANXI_A, degrade
+from apikit import SHANXI_A, degrade, plants_from_intervals, product_world
 
 from carbonwatch.api.app import create_app
 from carbonwatch.api.auth import create_token
@@ -92,6 +94,87 @@ def test_views_in_both_languages(api, browser):
     for kind in ("Meter down", "Counter anomaly", "Point silent", "Low completeness"):
         assert kind in alerts, alerts
     page.screenshot(path=str(ARTIFACTS / "dashboard-quality.png"), full_page=True)
+    assert errors == []
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.1f}%"
+
+
+def _green(plants) -> float:
+    return sum(p.green for p in plants) / sum(p.used for p in plants)
+
+
+def test_benchmarks_green_power_and_intensities(api, browser):
+    codes = product_world(api.db_url)
+    shanxi = plants_from_intervals(api.db_url, "140000")
+    blast = [(p.tce * 1000 / p.outputs["steel.blast_furnace"], p.outputs["steel.blast_furnace"])
+             for p in shanxi.values() if "steel.blast_furnace" in p.outputs]  # fmt: skip
+    output = sum(q for _, q in blast)
+    at_benchmark = sum(q for v, q in blast if v <= 361)  # the shipped benchmark level, kgce/t
+    coal = [shanxi[codes["coal_1"]], shanxi[codes["coal_2"]]]
+    coal_rate = sum(p.tce_fuel for p in coal) * 1e6 / sum(p.outputs["coal_power"] for p in coal)
+    converter = shanxi[codes["steel_4"]].outputs["steel.converter"]
+    renewable_tce = sum(p.kwh.get("renewable", 0) for p in shanxi.values()) * 0.1229 / 1000
+    non_fossil = (
+        sum(p.green for p in shanxi.values()) * 0.1229 / 1000 / (sum(p.tce for p in shanxi.values()) + renewable_tce)
+    )
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{api.url}/#token={api.tokens['shanxi']}")
+    page.wait_for_selector("#benchmarks")
+    row = '[data-bench="steel.blast_furnace"]'
+    cell = lambda r, c: page.inner_text(f'{r} [data-cell="{c}"]').strip()  # noqa: E731
+    assert cell(row, "share") == _pct(at_benchmark / output) == "25.0%"
+    assert cell(row, "enterprises") == str(len(blast))
+    assert cell(row, "output") == f"{output:,.2f} t"
+    assert cell(row, "intensity") == f"{sum(v * q for v, q in blast) / output:,.2f} kgce/t"
+    assert (cell(row, "baseline"), cell(row, "limit")) == ("1", "1")
+    assert cell('[data-bench="steel.converter"]', "share") == "0.0%"
+    assert cell('[data-bench="electrolytic_aluminium.liquid_ac_electricity"]', "share") == "—"
+    assert "copper" in page.inner_text("#unlevelled")
+    measured = '[data-target="{}-2025"]'
+    steel_share = 100 * at_benchmark / (output + converter)
+    assert cell(measured.format("steel_capacity_share_at_benchmark"), "measured") == f"{steel_share:,.2f}%"
+    assert cell(measured.format("coal_power_net_coal_consumption"), "measured") == f"{coal_rate:,.2f}gce/kWh"
+    assert "未收录标杆水平" in page.inner_text(measured.format("aluminium_copper_capacity_share_at_benchmark"))
+    assert page.inner_text("#kpi-green") == _pct(_green(shanxi.values()))
+    assert page.inner_text("#kpi-non-fossil") == _pct(non_fossil)
+    for city in ("140100", "140200"):
+        mine = [p for p in shanxi.values() if p.city == city]
+        assert page.inner_text(f'[data-city-green="{city}"]') == _pct(_green(mine))
+    assert "绿证和绿电交易未计量" in page.inner_text("main")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-benchmarks-zh.png"), full_page=True)
+    page.click("#lang")
+    page.wait_for_selector("text=Benchmark attainment (monitored enterprises, output-weighted)")
+    cement = page.inner_text(measured.format("cement_clinker_capacity_share_at_benchmark"))
+    assert "no benchmark level shipped" in cement
+    assert cell(row, "share") == "25.0%" and "No green certificates" in page.inner_text("main")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-benchmarks-en.png"), full_page=True)
+
+    # drill-downs: green power and every product intensity, in English now
+    steel = shanxi[codes["steel_1"]]
+    page.goto(f"{api.url}/#/enterprise/{codes['steel_1']}")
+    page.wait_for_selector("#green")
+    assert cell("#green", "share") == page.inner_text("#kpi-green") == _pct(steel.green / steel.used) == "9.1%"
+    assert cell("#green", "el_green") == f"{steel.green:,.0f}" and cell("#green", "el_used") == f"{steel.used:,.0f}"
+    bf = cell('[data-intensity="steel.blast_furnace"]', "value")
+    assert bf.startswith(f"{steel.tce * 1000 / 1000:,.1f} kgce/t") and "comprehensive energy" in bf
+    aluminium = shanxi[codes["aluminium"]]
+    page.goto(f"{api.url}/#/enterprise/{codes['aluminium']}")
+    page.wait_for_selector('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]')
+    assert page.locator("#intensity tbody tr").count() == 3
+    liquid = cell('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]', "value")
+    assert liquid.startswith(f"{aluminium.used / 100:,.1f} kWh/t") and "electricity used" in liquid
+    comprehensive = cell('[data-intensity="electrolytic_aluminium.ingot_comprehensive_energy"]', "value")
+    assert comprehensive.startswith(f"{aluminium.tce * 1000 / 100:,.1f} kgce/t")
+    assert "worse than the limit" in page.inner_text('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]')
+    page.screenshot(path=str(ARTIFACTS / "dashboard-intensity-en.png"), full_page=True)
+    page.click("#lang")
+    page.wait_for_selector("text=绿电：就地可再生能源发电自用")
+    assert "用电量" in cell('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]', "value")
     assert errors == []
 
 

@@ -103,8 +103,22 @@ def test_product_intensity_against_levels(api):
     refresh_rollups_of(api.db_url, [pid])
     ov = httpx.get(f"{api.url}/api/v1/enterprises/{SHANXI_A}/overview", params={"year": year},
                    headers=api.headers("A"), timeout=30).json()  # fmt: skip
-    (item,) = ov["intensity"]
+    by = {i["indicator"]: i for i in ov["intensity"]}
+    assert set(by) == {"comprehensive_energy", "furnace_electricity"}  # every indicator of the product
+    item = by["comprehensive_energy"]
     expected = ov["totals"]["tce"] * 1000 / 50  # kgce per tonne
     assert item["product"] == "calcium_carbide" and item["value"] == pytest.approx(expected, rel=1e-9)
     assert item["grade"] == compare("calcium_carbide", "comprehensive_energy", expected, region="140000").grade
     assert {lv["kind"] for lv in item["levels"]} >= {"grade_1", "grade_2", "grade_3"}
+    # kWh per tonne: electricity used (import - export) from the plant's raw intervals of the year
+    lo = datetime(year, 1, 1, tzinfo=UTC) - timedelta(hours=8)
+    with psycopg.connect(api.db_url) as conn:
+        (used,) = conn.execute(
+            """SELECT sum(CASE p.direction WHEN 'export' THEN -i.quantity ELSE i.quantity END)
+               FROM intervals_15m i JOIN points p ON p.id = i.point_id
+               WHERE p.enterprise = %s AND p.carrier = 'electricity' AND p.unit = 'kWh'
+                 AND p.direction IN ('import', 'export', 'generation') AND i.bucket >= %s AND i.bucket < %s""",
+            (SHANXI_A, lo, lo.replace(year=year + 1)),
+        ).fetchone()
+    furnace = by["furnace_electricity"]
+    assert furnace["unit"] == "kWh/t" and furnace["value"] == pytest.approx(used / 50, rel=1e-9)
