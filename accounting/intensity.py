@@ -127,6 +127,8 @@ def compare(
     """Compare an intensity (in the indicator's unit) with every applicable level."""
     fs = factor_set or shipped()
     levels = levels_for(product, indicator, region, fs)
+    if not levels:  # only other provinces' targets exist for this indicator
+        raise IntensityError(f"no national levels for {product}.{indicator}, and none for region {region}")
     if not math.isfinite(value):
         raise IntensityError(f"intensity must be a finite number, got {value}")
     checks = [

@@ -53,6 +53,9 @@ def test_provincial_targets_use_their_comparator_and_region():
     assert not nx.checks[0].met and nx.alerts  # 以下: strictly below 300
     assert compare("coal_power", "net_coal_consumption", 299.9, region="640000").alerts == []
     assert compare("data_centre", "pue", 1.2, region="640000").checks[0].met  # 不高于: at most 1.2
+    # Qinghai has no coal-power target and there is no national one: a named error, not an IndexError
+    with pytest.raises(IntensityError, match="none for region 630000"):
+        compare("coal_power", "net_coal_consumption", 290.0, region="630000")
 
 
 def test_every_level_names_its_source():
