@@ -212,6 +212,36 @@ def cmd_db_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_targets(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from carbonwatch.collector.db import connect
+    from carbonwatch.collector.fleet import render_targets, scrape_targets
+
+    try:
+        args.address.format(province="140000", enterprise="E", gateway="G")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CommandError(
+            f"--address {args.address!r}: {exc!r}; the fields are {{province}}, {{enterprise}} and {{gateway}}"
+        ) from None
+    with connect(args.database_url) as conn:
+        groups = scrape_targets(conn, args.address, args.province or (), args.exclude or ())
+    text = render_targets(groups)
+    if args.output is None:
+        print(text, end="")
+    else:
+        # Written beside the target and renamed: Prometheus never reads a half-written file.
+        out = os.path.abspath(args.output)
+        fd, tmp = tempfile.mkstemp(prefix=".targets-", dir=os.path.dirname(out))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+        print(f"{args.output}: {len(groups)} gateways", file=sys.stderr)
+    return 0
+
+
 def cmd_db_token(args: argparse.Namespace) -> int:
     from carbonwatch.api.auth import TokenError, create_token, list_tokens, revoke_token
     from carbonwatch.collector.db import connect
@@ -434,6 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sites", nargs="+", help="site YAML files")
     q.add_argument("--collector-user", action="append", default=None, help="broker user of a collector (repeatable)")
     q.set_defaults(func=cmd_db_acl)
+    q = dbsub.add_parser(
+        "targets", help="print (or write) the Prometheus file_sd targets of the registered gateway agents"
+    )
+    _db_url_option(q)
+    q.add_argument(
+        "--address",
+        default="{gateway}.{enterprise}:9108",
+        help="host:port of an agent's metrics, a template with {province} {enterprise} {gateway} "
+        "(default: {gateway}.{enterprise}:9108)",
+    )
+    q.add_argument("--province", action="append", help="only gateways of this GB/T 2260 province code (repeatable)")
+    q.add_argument(
+        "--exclude", action="append", help="leave out an enterprise CODE or a gateway CODE/GATEWAY (repeatable)"
+    )
+    q.add_argument("--output", "-o", help="write this file atomically instead of printing")
+    q.set_defaults(func=cmd_db_targets)
     q = dbsub.add_parser("token", help="API tokens: create (prints the token once), list, revoke")
     _db_url_option(q)
     q.add_argument("action", choices=["create", "list", "revoke"])

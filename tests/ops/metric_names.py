@@ -6,14 +6,17 @@ from __future__ import annotations
 
 def exported_metric_names() -> set[str]:
     from carbonwatch.api.metrics import ApiMetrics
+    from carbonwatch.collector.fleet import fleet_gauges
     from carbonwatch.collector.metrics import CollectorMetrics
     from carbonwatch.collector.upload.service import UploadMetrics
     from carbonwatch.edge.metrics import EdgeMetrics
 
     names = set()
+    collector = CollectorMetrics()
+    fleet_gauges(collector)  # the gauges collector/fleet.py adds on its first refresh
     for registry in (
         EdgeMetrics().registry,
-        CollectorMetrics().registry,
+        collector.registry,
         UploadMetrics().registry,
         ApiMetrics().registry,
     ):

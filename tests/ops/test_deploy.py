@@ -1,6 +1,7 @@
-"""Deployment files: the centre's compose file and what it mounts, its Mosquitto configuration
-run for real with TLS and the ACL from ``carbonwatch db acl``, the Grafana dashboard, and the
-gateway install script with its systemd unit."""
+"""Deployment files: the centre's compose file validated by compose itself (``docker-compose
+config``) and checked for what it mounts, its Mosquitto configuration run for real with TLS and
+the ACL from ``carbonwatch db acl``, the Grafana dashboard, and the gateway install script with
+its systemd unit."""
 
 from __future__ import annotations
 
@@ -28,9 +29,31 @@ from carbonwatch.embedded import free_port, mosquitto_path, wait_port
 from support import REPO, SITES, make_pki, site_from_file, wait_until
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
+TARGETS = REPO / "deploy" / "prometheus" / "targets"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
 # Files each operator brings (secrets, TLS files, their own upload configuration): documented, not shipped.
 OPERATOR_FILES = ("./secrets/", "./upload.yaml", "./certs")
+
+
+def shipped_targets(job: str) -> list[str]:
+    """The targets of a shipped file_sd file (``[]`` or a list of target groups)."""
+    groups = yaml.safe_load((TARGETS / f"{job}.yml").read_text("utf-8"))
+    assert isinstance(groups, list), f"targets/{job}.yml must be a list (file_sd), got {groups!r}"
+    return [t for group in groups for t in group["targets"]]
+
+
+def test_a_default_deployment_scrapes_only_what_it_starts():
+    """Every shipped target is a service that `docker compose up -d` starts: a target that only
+    runs under a profile (upload) or a demo host that does not exist (edge) would fire
+    CarbonwatchTargetDown for ever on a fresh deployment."""
+    default = compose_services()
+    jobs = {p.stem: shipped_targets(p.stem) for p in sorted(TARGETS.glob("*.yml"))}
+    assert set(jobs) == {"api", "collector", "edge", "upload"}
+    assert jobs["edge"] == [] and jobs["upload"] == [], jobs
+    for job, targets in jobs.items():
+        for target in targets:
+            assert target.split(":")[0] in default, f"targets/{job}.yml: {target} is not started by default"
+    assert "upload" not in default and "upload" in compose_services("upload")
 
 
 def _compose_cli() -> list[str] | None:
@@ -44,14 +67,34 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def test_compose_file_validates():
+def compose_services(profile: str | None = None) -> dict[str, dict]:
+    """The compose file's services that ``docker compose up`` starts (with ``profile`` enabled)."""
+    services = yaml.safe_load(COMPOSE.read_text("utf-8"))["services"]
+    return {n: s for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
+
+
+@pytest.mark.parametrize("profile", [None, "upload"])
+def test_compose_file_validates_with_compose(profile):
+    """``config -q`` parses the file against compose's schema, resolves the anchors and merge keys,
+    and checks every reference (volumes, secrets, depends_on); no engine needed. Debian's
+    docker-compose (v1, 1.29) is what .ci/run installs; a compose v2 plugin is used if present."""
     cli = _compose_cli()
-    if cli is not None:
-        done = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        print(f"validated with {' '.join(cli)} config -q")
-    else:
-        print("no docker compose plugin or docker-compose here: validated the structure and referenced files instead")
+    if cli is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (Debian package docker-compose)")
+    args = [*cli, "-f", str(COMPOSE), *(["--profile", profile] if profile else []), "config", "-q"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=COMPOSE_DIR)
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}{done.stderr}"
+    assert done.stderr.strip() == "", done.stderr  # no warnings either (an unset variable, an ignored key)
+
+
+def test_compose_project_name_comes_from_env_file():
+    """No top-level `name:` (compose v1 refuses it); the project is still called carbonwatch."""
+    assert "name" not in yaml.safe_load(COMPOSE.read_text("utf-8"))
+    env = dict(line.split("=", 1) for line in (COMPOSE_DIR / ".env").read_text().splitlines() if "=" in line)
+    assert env["COMPOSE_PROJECT_NAME"] == "carbonwatch"
+
+
+def test_compose_file_structure():
     compose = yaml.safe_load(COMPOSE.read_text("utf-8"))  # merge keys (<<) resolved by the YAML loader
     services = compose["services"]
     wanted = {"timescaledb", "migrate", "mosquitto", "collector-1", "collector-2", "api", "upload", "prometheus"}
@@ -77,12 +120,11 @@ def test_compose_file_validates():
                 assert (COMPOSE_DIR / source).exists(), f"{name}: {source} does not exist"
     for s in compose["secrets"].values():
         assert Path(s["file"]).name in secrets_doc, f"secret {s['file']} is not documented in secrets/README.md"
-    # Prometheus' targets are the compose services and the ports they serve metrics on.
-    targets = {
-        job: [t for group in yaml.safe_load((REPO / f"deploy/prometheus/targets/{job}.yml").read_text()) for t in
-              group["targets"]]
-        for job in ("collector", "api", "upload")
-    }  # fmt: skip
+    # Prometheus' targets are the compose services and the ports they serve metrics on; the
+    # uploader's target is shipped commented out (its service needs the upload profile).
+    targets = {job: shipped_targets(job) for job in ("collector", "api")}
+    targets["upload"] = re.findall(r'^#\s*- targets: \["([\w.-]+:\d+)"\]', (TARGETS / "upload.yml").read_text(), re.M)
+    assert len(targets["upload"]) == 1, "upload.yml: the commented target line is gone"
     for target in targets["collector"] + targets["upload"]:
         host, port = target.split(":")
         assert any(f"--metrics-port={port}" in arg for arg in services[host]["command"]), target
@@ -94,7 +136,7 @@ def test_compose_file_validates():
         assert f"COPY {folder} ./{folder}" in dockerfile
 
 
-def test_grafana_dashboard_queries_exported_metrics(tmp_path):
+def test_grafana_dashboard_queries_exported_metrics():
     dash = json.loads((COMPOSE_DIR / "grafana" / "dashboards" / "carbonwatch-operations.json").read_text("utf-8"))
     provider = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/dashboards/carbonwatch.yaml").read_text("utf-8"))
     datasource = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/datasources/prometheus.yaml").read_text("utf-8"))
@@ -106,10 +148,14 @@ def test_grafana_dashboard_queries_exported_metrics(tmp_path):
     )
     used = {m for e in exprs for m in re.findall(r"carbonwatch_\w+", e)}
     assert used and used <= exported_metric_names(), sorted(used - exported_metric_names())
+
+
+def test_grafana_dashboard_queries_parse_with_promtool(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
-        print("promtool is not installed: dashboard queries not parsed")
-        return
+        pytest.skip("promtool is not installed (Debian package prometheus): dashboard queries not parsed")
+    dash = json.loads((COMPOSE_DIR / "grafana" / "dashboards" / "carbonwatch-operations.json").read_text("utf-8"))
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     # Each query parsed offline by promtool, as recording rules (a syntax error fails).
     rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e} for i, e in
                                                          enumerate(exprs)]}]}  # fmt: skip
@@ -160,7 +206,8 @@ def test_compose_mosquitto_config_runs_with_tls_and_the_generated_acl(tmp_path):
     broker = subprocess.Popen([mosquitto_path(), "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
     try:
         try:
-            wait_port("127.0.0.1", tls_port, 10, broker)
+            for port in (tls_port, plain_port):  # listeners open one after the other
+                wait_port("127.0.0.1", port, 10, broker)
         except RuntimeError:
             print((tmp_path / "mosquitto.log").read_text())
             raise
@@ -195,9 +242,10 @@ def test_compose_mosquitto_config_runs_with_tls_and_the_generated_acl(tmp_path):
         log.close()
 
 
-def test_gateway_install_into_a_temp_prefix(tmp_path):
-    """install.sh in a temporary prefix, without root, users or systemctl: a light venv that
-    runs the agent, and a unit file systemd accepts."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """install.sh run once into a temporary prefix, without root, users or systemctl."""
+    tmp_path = tmp_path_factory.mktemp("install")
     for name in ("PREFIX", "CONFDIR", "STATEDIR", "UNITDIR"):
         (tmp_path / name.lower()).mkdir()
     env = dict(
@@ -216,6 +264,12 @@ def test_gateway_install_into_a_temp_prefix(tmp_path):
     if done.returncode != 0 and any(o in done.stderr for o in offline):
         pytest.skip(f"install.sh needs the package index for carbonwatch[edge]'s dependencies: {done.stderr[-300:]}")
     assert done.returncode == 0, done.stdout + done.stderr
+    return tmp_path
+
+
+def test_gateway_install_into_a_temp_prefix(installed):
+    """A light venv that runs the agent, and the unit file filled in for the prefix."""
+    tmp_path = installed
     python = tmp_path / "prefix" / "venv" / "bin" / "python"
     version = subprocess.run([tmp_path / "prefix/venv/bin/carbonwatch", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("carbonwatch ")
@@ -230,10 +284,13 @@ def test_gateway_install_into_a_temp_prefix(tmp_path):
     assert re.search(r"@[A-Z]+@", unit) is None, "a placeholder was not filled"
     assert f"ExecStart={tmp_path}/prefix/venv/bin/carbonwatch edge --site {tmp_path}/confdir/site.yaml" in unit
     assert f"ReadWritePaths={tmp_path}/statedir" in unit and "Restart=always" in unit
+
+
+def test_gateway_unit_passes_systemd_analyze_verify(installed):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        print("systemd-analyze is not installed: unit file not verified")
-        return
+        pytest.skip("systemd-analyze is not installed (Debian package systemd): the unit file is not verified")
+    tmp_path = installed
     verify = subprocess.run([analyze, "verify", str(tmp_path / "unitdir" / "carbonwatch-edge.service")],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
