@@ -1,7 +1,8 @@
 """Per-gateway and per-meter gauges for alerting, read from the database: online state, time of
 the last status, 15-minute completeness over the last 24 hours, each meter's last successful
 read as its gateway last reported it (the centre's view, for gateways it cannot scrape), and
-each meter's 15-minute intervals flagged as counter anomalies over the last 24 hours. Also the
+each meter's 15-minute intervals flagged as counter anomalies over the last 24 hours, and each
+gateway's telemetry messages that never arrived (holes in its sequence, sequence.py). Also the
 Prometheus scrape targets of the registered gateways (``carbonwatch db targets``).
 
 The database is the fleet's memory: a collector that restarts exports every registered gateway
@@ -28,6 +29,7 @@ import psycopg
 from prometheus_client import Gauge
 
 from .metrics import COUNTER_FLAGS, CollectorMetrics
+from .sequence import fold_received, open_gaps
 
 # Completeness per gateway over the last 24 h: whole 15-minute slots that ended, as the national rule counts them.
 _FLEET = """
@@ -94,6 +96,13 @@ class FleetGauges:
             ["province", "enterprise", "gateway", "meter", "flag"],
             registry=metrics.registry,
         )
+        self.missing_messages = Gauge(
+            "carbonwatch_collector_gateway_missing_messages",
+            "Telemetry messages of the gateway that never reached the database: holes in its sequence "
+            "noticed over the last 7 days (see sequence.py; only gateways with at least one)",
+            ["province", "enterprise", "gateway"],
+            registry=metrics.registry,
+        )
         self.exported: dict[Gauge, set[tuple[str, ...]]] = {}
 
     def replace(self, gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
@@ -140,6 +149,12 @@ def refresh_fleet(conn: psycopg.Connection, metrics: CollectorMetrics) -> int:
             if count:
                 flagged[(province, enterprise, gateway, meter, flag)] = float(count)
     extra.replace(extra.meter_flagged, flagged)
+    fold_received(conn)  # skipped when another collector is folding; the gaps below are still current
+    missing: dict[tuple[str, ...], float] = {}
+    for gap in open_gaps(conn):
+        key = (gap.province, gap.enterprise, gap.gateway)
+        missing[key] = missing.get(key, 0.0) + gap.messages
+    extra.replace(extra.missing_messages, missing)
     return len(rows)
 
 

@@ -106,3 +106,29 @@ def test_intervals_are_counted_by_flag(db_url, conn):
         )
         == 0
     )
+
+
+def test_missing_telemetry_messages_are_exported_per_gateway_until_they_arrive(db_url, conn):
+    site = make_site(gateways=2, points=2)
+    register(db_url, site)
+    code = site.enterprise.code
+    start = datetime.now(UTC) - timedelta(hours=1)
+    messages = series(site, 0, start, steps=6, step=timedelta(minutes=1), per_message=1)  # seq 0..5
+    deliver(conn, db_url, messages[:2] + messages[4:])  # 2 and 3 lost on the way
+    deliver(conn, db_url, series(site, 1, start, steps=3, step=timedelta(minutes=1), per_message=1))
+    # noticed 11 minutes ago: past the 10-minute grace in which a message may still be on its way
+    conn.execute("UPDATE telemetry_received SET received_at = now() - interval '11 minutes'")
+    metrics = CollectorMetrics()
+    refresh_fleet(conn, metrics)
+
+    def missing(gateway):
+        return metrics.registry.get_sample_value(
+            "carbonwatch_collector_gateway_missing_messages",
+            {"province": "140000", "enterprise": code, "gateway": gateway},
+        )
+
+    assert missing("gw-0") == 2
+    assert missing("gw-1") is None  # no hole: no series
+    deliver(conn, db_url, messages[2:4])  # the held messages arrive after all
+    refresh_fleet(conn, metrics)
+    assert missing("gw-0") is None
