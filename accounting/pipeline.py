@@ -29,7 +29,15 @@ from . import METHOD_VERSION, kernels
 from .factors import DEFAULT_FUEL_FAMILY, stale_factor_warning
 from .intervals import BUCKET_SECONDS, BatchIntervals, point_limits, sort_readings
 from .periods import bucket_years, period_map
-from .rules import AccountingError, Activity, canonical_quantity, check_activity, record_factors
+from .rules import (
+    AccountingError,
+    Activity,
+    MeasuredFuel,
+    RecordFactors,
+    canonical_quantity,
+    check_activity,
+    record_factors,
+)
 from .tables import FactorSet, shipped
 
 LEVELS = ("point", "meter", "enterprise", "industry", "city", "province")
@@ -52,6 +60,19 @@ class PointInfo:
     max_rate: float | None = None  # per second, in the point's unit
     enthalpy_kj_per_kg: float | None = None  # steam or hot water metered in tonnes
     keys: Mapping[str, str] = field(default_factory=dict)  # group label per level: meter, enterprise, ...
+    # the point's measured fuel parameters (site file ``fuel``): they take precedence over the family
+    # defaults and carrier-wide overrides, for CO2 and (NCV) for tce
+    ncv: float | None = None  # GJ per the carrier's canonical unit (t or 10^4Nm3)
+    carbon_content: float | None = None  # tC/GJ
+    oxidation_rate: float | None = None  # fraction
+    fuel_source: str | None = None  # e.g. "lab report 2026-03"
+
+    @property
+    def measured(self) -> MeasuredFuel | None:
+        """The point's measured fuel parameters, or None when it has none."""
+        if self.ncv is None and self.carbon_content is None and self.oxidation_rate is None:
+            return None
+        return MeasuredFuel(self.ncv, self.carbon_content, self.oxidation_rate, self.fuel_source)
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class Rollup:
     factor_set: str = ""
     fuel_family: str = DEFAULT_FUEL_FAMILY
     warnings: tuple[str, ...] = ()  # e.g. stale electricity factors for a year far beyond the latest data year
+    measured: dict[str, dict] = field(default_factory=dict)  # point id -> its measured fuel values and factors
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,7 @@ class PointFactors:
     sign: np.ndarray  # points: +1 import, -1 export, 0 not on the boundary
     dual_control: np.ndarray  # points: 1 when counted for dual control, else 0
     data_years: dict[int, int]
+    measured: dict[int, dict] = field(default_factory=dict)  # point index -> measured values and factors used
 
 
 def point_factors(
@@ -115,6 +138,8 @@ def point_factors(
     keys: dict[tuple, int] = {}  # points sharing carrier, unit and place are resolved once
     rows: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
     data_years: dict[int, int] = {}
+    provenance: dict[int, dict] = {}  # row -> measured values and the factors they gave
+    measured_points: dict[int, dict] = {}
     for p, info in enumerate(points):
         label = f"point {info.id}"
         if info.direction not in _SIGN:
@@ -126,7 +151,16 @@ def point_factors(
         sign[p] = _SIGN[info.direction]
         new_renewable = info.carrier == "electricity" and info.renewable and info.new_since_base_year
         dual[p] = 0.0 if (info.use == "feedstock" or new_renewable) else 1.0
-        key = (info.carrier, info.unit, info.province, info.use, info.direction == "export", info.enthalpy_kj_per_kg)
+        measured = info.measured
+        key = (
+            info.carrier,
+            info.unit,
+            info.province,
+            info.use,
+            info.direction == "export",
+            info.enthalpy_kj_per_kg,
+            measured,
+        )
         if key not in keys:
             a = Activity(
                 carrier=info.carrier,
@@ -137,6 +171,7 @@ def point_factors(
                 direction="export" if info.direction == "export" else "import",
                 enthalpy_kj_per_kg=info.enthalpy_kj_per_kg,
                 label=label,
+                measured=measured,
             )
             scale, _ = canonical_quantity(a)
             check_activity(a)
@@ -149,7 +184,11 @@ def point_factors(
                     data_years[year] = rf.co2.data_year
             keys[key] = len(rows)
             rows.append((scale, tce_y[col_year], co2_y[col_year], bio_y[col_year]))
+            if measured is not None and by_year:
+                provenance[keys[key]] = measured_provenance(info.carrier, measured, by_year[0])
         key_of[p] = keys[key]
+        if keys[key] in provenance:
+            measured_points[p] = provenance[keys[key]]
     to_canonical = np.ones(npts)
     tce = np.zeros((npts, nper))
     co2 = np.zeros((npts, nper))
@@ -161,7 +200,22 @@ def point_factors(
         tce[has] = np.stack([r[1] for r in rows])[k]
         co2[has] = np.stack([r[2] for r in rows])[k]
         bio[has] = np.stack([r[3] for r in rows])[k]
-    return PointFactors(to_canonical, tce, co2, bio, sign, dual, data_years)
+    return PointFactors(to_canonical, tce, co2, bio, sign, dual, data_years, measured_points)
+
+
+def measured_provenance(carrier: str, measured: MeasuredFuel, rf: RecordFactors) -> dict:
+    """What a result records about a point's measured fuel parameters: the values, their source and
+    the CO2 and tce factors they gave (fuel factors do not depend on the year)."""
+    out: dict = {
+        "carrier": carrier,
+        "ncv": measured.ncv,
+        "carbon_content": measured.carbon_content,
+        "oxidation_rate": measured.oxidation_rate,
+        "source": measured.source,
+        "tce_factor": rf.tce.as_dict(),
+    }
+    out["co2_factor"] = rf.co2.as_dict() if rf.co2 is not None else None
+    return out
 
 
 def rollup(
@@ -241,6 +295,7 @@ def rollup(
         factor_set=fs.id,
         fuel_family=fuel_family,
         warnings=tuple(w for y, d in sorted(pf.data_years.items()) if (w := stale_factor_warning(y, d))),
+        measured={points[i].id: m for i, m in pf.measured.items()},
     )
 
 

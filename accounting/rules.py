@@ -1,8 +1,12 @@
 """The accounting rules applied to activity data (quantities per carrier): tce and CO2 totals.
 
 - Fuel: CO2 = quantity x NCV x carbon content x oxidation rate x 44/12, one parameter family at a
-  time; measured parameters (overrides) take precedence. Feedstock use (原料用能) is not combusted:
-  no combustion CO2, and its energy is kept in the total but left out of dual-control energy.
+  time; measured parameters take precedence: a record's own (:class:`MeasuredFuel`, e.g. a metering
+  point's lab values from its site file) over carrier-wide overrides (``--factor``) over the family.
+  A fuel the family has no row for (raw coal) needs a measured NCV and carbon content; its oxidation
+  rate, unless measured, is taken as 1 (complete oxidation: never understates CO2). A measured NCV
+  also sets the standard coal (NCV / 29.3076). Feedstock use (原料用能) is not combusted: no
+  combustion CO2, and its energy is kept in the total but left out of dual-control energy.
 - Electricity: location-based with the average factor of the place (data year Y-2); market-based
   with the national residual factor (excluding market-traded non-fossil power) applied to the
   net purchased electricity (imports minus exports) not covered by green certificates /
@@ -71,6 +75,36 @@ class AccountingError(ValueError):
 
 
 @dataclass(frozen=True)
+class MeasuredFuel:
+    """Measured parameters of one record's fuel (a metering point's lab values): NCV in GJ per the
+    carrier's canonical unit (t or 10^4Nm3), carbon content in tC/GJ, oxidation rate a fraction.
+
+    They take precedence over carrier-wide overrides and the family defaults for that record only;
+    a measured NCV also sets its standard coal. ``source`` (e.g. a lab report) is recorded with the
+    factors.
+    """
+
+    ncv: float | None = None
+    carbon_content: float | None = None
+    oxidation_rate: float | None = None
+    source: str | None = None
+
+    def params(self) -> dict[str, float]:
+        """The measured values by override parameter name (ncv, cc, of)."""
+        pairs = (("ncv", self.ncv), ("cc", self.carbon_content), ("of", self.oxidation_rate))
+        return {k: float(v) for k, v in pairs if v is not None}
+
+    @property
+    def origin(self) -> str:
+        return f"site file: {self.source}" if self.source else "site file, no source given"
+
+    def check(self, label: str | None = None) -> None:
+        for name, v in self.params().items():
+            if not (math.isfinite(v) and v > 0) or (name == "of" and v > 1):
+                raise AccountingError(f"measured {name} {v!r} is out of range", label)
+
+
+@dataclass(frozen=True)
 class Activity:
     """One activity-data record: a quantity of one carrier."""
 
@@ -83,6 +117,7 @@ class Activity:
     green_certificate_mwh: float = 0.0
     enthalpy_kj_per_kg: float | None = None  # steam or hot water metered in tonnes
     label: str | None = None  # where the record came from, for error messages
+    measured: MeasuredFuel | None = None  # this record's own measured fuel parameters (fuels only)
 
 
 @dataclass(frozen=True)
@@ -269,35 +304,71 @@ def canonical_quantity(a: Activity) -> tuple[float, str]:
 
 def _fuel_factor(
     a: Activity, overrides: Mapping[str, float], family: str, fs: FactorSet
-) -> tuple[FactorUsed, float | None]:
-    """CO2 factor of a fuel, and the measured NCV when one was given (it also sets the tce)."""
+) -> tuple[FactorUsed, float | None, str | None]:
+    """CO2 factor of a fuel, the measured NCV when one was given (it also sets the tce) and where
+    that NCV came from.
+
+    Precedence, parameter by parameter: the record's own measured values (``a.measured``), then
+    carrier-wide overrides (``--factor coke.ncv=``), then the family. A whole-factor override
+    (``--factor coke=``) applies to records without measured values of their own.
+    """
     info = CARRIERS[a.carrier]
     unit = f"tCO2/{info.canonical_unit}"
-    if a.carrier in overrides:
-        return FactorUsed(overrides[a.carrier], unit, "given (--factor)", "given"), overrides.get(f"{a.carrier}.ncv")
-    measured = {p: overrides[f"{a.carrier}.{p}"] for p in ("ncv", "cc", "of") if f"{a.carrier}.{p}" in overrides}
+    own = a.measured.params() if a.measured is not None else {}
+    if a.carrier in overrides and not own:
+        ncv_override = overrides.get(f"{a.carrier}.ncv")
+        return FactorUsed(overrides[a.carrier], unit, "given (--factor)", "given"), ncv_override, "--factor"
+    # parameter -> (value, origin)
+    given: dict[str, tuple[float, str]] = {
+        p: (overrides[f"{a.carrier}.{p}"], "--factor") for p in ("ncv", "cc", "of") if f"{a.carrier}.{p}" in overrides
+    }
+    for p, v in own.items():
+        given[p] = (v, a.measured.origin)
+    values = {p: v for p, (v, _) in given.items()}
+    assumed = ""
     try:
         params = fuel_parameters(a.carrier, family, fs)
-        ncv, cc, of = params.ncv, params.carbon_content, params.oxidation_rate
+        defaults = {"ncv": params.ncv, "cc": params.carbon_content, "of": params.oxidation_rate}
     except FactorNotFound as exc:
-        if len(measured) < 3:
+        missing = [p for p in ("ncv", "cc") if p not in values]
+        if missing:
             raise AccountingError(
-                f"{exc} (e.g. --factor {a.carrier}=tCO2/{info.canonical_unit}, or {a.carrier}.ncv=, .cc=, .of=)",
+                f"{exc} (e.g. --factor {a.carrier}=tCO2/{info.canonical_unit}, or the measured {a.carrier}.ncv= and "
+                ".cc= (.of= when measured); a metering point takes them from its site file: "
+                "fuel: {ncv, carbon_content})",
                 a.label,
             ) from None
-        params, ncv, cc, of = None, 0.0, 0.0, 0.0
-    ncv, cc, of = measured.get("ncv", ncv), measured.get("cc", cc), measured.get("of", of)
+        params, defaults = None, {"of": 1.0}
+        if "of" not in values:
+            assumed = (
+                f"; oxidation rate 1 assumed: family {family} has no default for {a.carrier} (complete oxidation, "
+                "never understates CO2; give the measured oxidation rate)"
+            )
+    ncv, cc, of = (values.get(p, defaults.get(p)) for p in ("ncv", "cc", "of"))
     value = ncv * cc * of * CO2_PER_C
-    if params is None:
-        return FactorUsed(value, unit, f"measured ncv {ncv}, cc {cc}, of {of} (--factor)", "given"), measured.get("ncv")
     parts = f"ncv {ncv} GJ/{info.canonical_unit} x cc {cc} tC/GJ x of {of} x 44/12"
-    if measured:
-        source = f"{parts}; measured {', '.join(sorted(measured))}, rest from family {family} ({params.document})"
-        trust = "given"
+    origins = sorted({o for _, o in given.values()})
+    measured_ncv, ncv_origin = given.get("ncv", (None, None))
+    if params is None:
+        source = f"{parts}; measured {', '.join(sorted(given))} ({'; '.join(origins)}){assumed}"
+        trust = "measured" if own else "given"
+        return FactorUsed(value, unit, source, trust, document=_document(a)), measured_ncv, ncv_origin
+    if given:
+        source = f"{parts}; measured {', '.join(sorted(given))} ({'; '.join(origins)}), rest from family {family} "
+        source += f"({params.document})"
+        trust = "measured" if own else "given"
+        document = _document(a) if own else params.document
     else:
         source = f"{parts}; fuel family {family}: {params.document} [{params.trust}]"
-        trust = params.trust
-    return FactorUsed(value, unit, source, trust, document=params.document), measured.get("ncv")
+        trust, document = params.trust, params.document
+    return FactorUsed(value, unit, source, trust, document=document), measured_ncv, ncv_origin
+
+
+def _document(a: Activity) -> str | None:
+    """The document behind a record's own measured values (its source note), if any."""
+    if a.measured is None:
+        return None
+    return a.measured.source or "measured fuel parameters (site file)"
 
 
 def _electricity_factors(
@@ -319,16 +390,29 @@ def _electricity_factors(
 
 
 def _tce_factor(
-    a: Activity, overrides: Mapping[str, float], family: str, fs: FactorSet, measured_ncv: float | None
+    a: Activity,
+    overrides: Mapping[str, float],
+    family: str,
+    fs: FactorSet,
+    measured_ncv: float | None,
+    ncv_origin: str | None = None,
 ) -> FactorUsed:
+    """Standard coal per canonical unit: the record's own measured NCV first, then a ``.tce``
+    override, then a carrier-wide measured NCV, then GB/T 2589 (or the family NCV / 29.3076)."""
     info = CARRIERS[a.carrier]
     unit = "GJ" if a.carrier in HEAT_CARRIERS else info.canonical_unit
-    if f"{a.carrier}.tce" in overrides:
+    own_ncv = a.measured is not None and a.measured.ncv is not None
+    if f"{a.carrier}.tce" in overrides and not own_ncv:
         return FactorUsed(overrides[f"{a.carrier}.tce"], f"tce/{unit}", "given (--factor)", "given")
     if measured_ncv is not None:
         gj = fs.standard_coal.gj_per_tce
+        origin = f" ({ncv_origin})" if ncv_origin else ""
         return FactorUsed(
-            measured_ncv / gj, f"tce/{unit}", f"measured NCV {measured_ncv} / {gj} GJ/tce (GB/T 2589)", "given"
+            measured_ncv / gj,
+            f"tce/{unit}",
+            f"measured NCV {measured_ncv}{origin} / {gj} GJ/tce (GB/T 2589)",
+            "measured" if own_ncv else "given",
+            document=_document(a) if own_ncv else None,
         )
     try:
         c = tce_coefficient(a.carrier, family, fs)
@@ -372,10 +456,19 @@ def record_factors(
     """CO2 and tce factors of one record for accounting year ``year`` (raises AccountingError)."""
     market: FactorUsed | None = None
     measured_ncv: float | None = None
+    ncv_origin: str | None = None
     biomass = False
     note = None
+    if a.measured is not None:
+        a.measured.check(a.label)
+        if a.carrier in ("electricity", "biomass", *HEAT_CARRIERS):
+            raise AccountingError(f"measured fuel parameters apply to fuels, not to {a.carrier}", a.label)
     if a.use == "feedstock":
-        co2, measured_ncv = None, overrides.get(f"{a.carrier}.ncv")
+        co2 = None
+        if a.measured is not None and a.measured.ncv is not None:
+            measured_ncv, ncv_origin = a.measured.ncv, a.measured.origin
+        elif f"{a.carrier}.ncv" in overrides:
+            measured_ncv, ncv_origin = overrides[f"{a.carrier}.ncv"], "--factor"
         note = "feedstock (原料用能): not combusted, no combustion CO2; energy excluded from dual control"
     elif a.carrier == "electricity":
         co2, market = _electricity_factors(a, year, overrides, fs)
@@ -395,8 +488,8 @@ def record_factors(
         biomass = True
         note = "biomass CO2 is reported and not counted in co2_t"
     else:
-        co2, measured_ncv = _fuel_factor(a, overrides, fuel_family, fs)
-    tce = _tce_factor(a, overrides, fuel_family, fs, measured_ncv)
+        co2, measured_ncv, ncv_origin = _fuel_factor(a, overrides, fuel_family, fs)
+    tce = _tce_factor(a, overrides, fuel_family, fs, measured_ncv, ncv_origin)
     return RecordFactors(co2, market, tce, biomass, note)
 
 

@@ -40,7 +40,8 @@ def energy_sql(level: str, table: str, cond: str, filters: dict[str, str], one_e
     """Sums of ``table`` per level key, factor attributes and bucket, for the points in scope.
 
     Points are grouped first (a few rows), so the rollup rows are summed by one integer and the
-    bucket rather than by eight text columns.
+    bucket rather than by the dozen columns the factors depend on (a point's measured fuel
+    parameters among them: points measured differently are accounted apart).
     """
     key = LEVEL_KEY[level]
     if level in ("point", "meter") and not one_enterprise:
@@ -48,7 +49,10 @@ def energy_sql(level: str, table: str, cond: str, filters: dict[str, str], one_e
     where = [cond, "p.carrier IS NOT NULL"]
     where += [f"{FILTER_COLUMNS[name]} = %({name})s" for name in filters]
     meter_join = "JOIN meters m ON m.id = p.meter_id " if level == "meter" else ""
-    attrs = "p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year, e.province"
+    attrs = (
+        "p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year, e.province, "
+        "p.fuel_ncv, p.fuel_carbon_content, p.fuel_oxidation_rate, p.fuel_source"
+    )
     return f"""
         WITH pts AS MATERIALIZED (
             SELECT p.id, {key} AS key, {attrs}, dense_rank() OVER (ORDER BY {key}, {attrs}) AS g
@@ -62,7 +66,8 @@ def energy_sql(level: str, table: str, cond: str, filters: dict[str, str], one_e
             GROUP BY 1, 2
         )
         SELECT g.key, sums.bucket, g.carrier, g.unit, g.direction, g.use, g.renewable, g.new_since_base_year,
-               g.province, sums.quantity, sums.flags
+               g.province, g.fuel_ncv, g.fuel_carbon_content, g.fuel_oxidation_rate, g.fuel_source,
+               sums.quantity, sums.flags
         FROM sums JOIN (SELECT DISTINCT ON (g) * FROM pts ORDER BY g) g ON g.g = sums.g"""
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from psycopg.rows import dict_row
 
 from carbonwatch.accounting import METHOD_VERSION
+from carbonwatch.accounting.rules import MeasuredFuel
 from carbonwatch.accounting.tables import shipped
 from carbonwatch.contracts.regions import PROVINCES
 
@@ -91,10 +92,11 @@ async def enterprise_emissions(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         """SELECT p.point, p.carrier, p.unit, p.direction, p.use, sum(i.quantity) AS quantity,
-                  bit_or(i.flags) AS flags, count(*) AS buckets
+                  bit_or(i.flags) AS flags, count(*) AS buckets,
+                  p.fuel_ncv, p.fuel_carbon_content, p.fuel_oxidation_rate, p.fuel_source
            FROM intervals_15m i JOIN points p ON p.id = i.point_id
            WHERE p.enterprise = %s AND p.carrier IS NOT NULL AND i.bucket >= %s AND i.bucket < %s
-           GROUP BY 1, 2, 3, 4, 5 ORDER BY 1""",
+           GROUP BY p.id ORDER BY 1""",
         (code, lo, hi),
     )
     year = (lo + BEIJING).year
@@ -102,15 +104,20 @@ async def enterprise_emissions(
     points = []
     for row in await cur.fetchall():
         i = index[row["point"]]
+        fuel = {k: row.pop(f"fuel_{k}") for k in ("ncv", "carbon_content", "oxidation_rate", "source")}
+        measured = MeasuredFuel(**fuel) if any(fuel[k] is not None for k in fuel if k != "source") else None
         points.append(
             {
                 **row,
+                "measured_fuel": fuel if measured is not None else None,
                 "year": year,
                 "tce": float(by_point.tce[i].sum()),
                 "co2_t": float(by_point.co2_location_t[i].sum()),
                 "co2_location_t": float(by_point.co2_location_t[i].sum()),
                 "co2_market_t": float(by_point.co2_market_t[i].sum()),
-                "factor": factor_used(row["carrier"], row["unit"], row["direction"], row["use"], ent["province"], year),
+                "factor": factor_used(
+                    row["carrier"], row["unit"], row["direction"], row["use"], ent["province"], year, measured
+                ),
             }
         )
 

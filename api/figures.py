@@ -6,7 +6,9 @@ renewable flags, province) and hands the result here. Every figure comes from th
 core's factors (:func:`accounting.pipeline.point_factors` for tce and location-based CO2,
 :func:`accounting.rules.record_factors` for the market-based residual factor); nothing here
 knows a factor value. Group totals follow the core's boundary rules: imports add, exports
-subtract, generation and sub-meters are reported but not added.
+subtract, generation and sub-meters are reported but not added. A point's measured fuel
+parameters (registry columns ``fuel_*``, from its site file) are among the columns the factors
+depend on, and take precedence over the default fuel family.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from carbonwatch.accounting import METHOD_VERSION
 from carbonwatch.accounting.factors import DEFAULT_FUEL_FAMILY
 from carbonwatch.accounting.pipeline import PointInfo, point_factors
-from carbonwatch.accounting.rules import Activity, record_factors
+from carbonwatch.accounting.rules import Activity, MeasuredFuel, record_factors
 from carbonwatch.accounting.tables import shipped
 
 BEIJING = timedelta(hours=8)
@@ -34,7 +36,20 @@ PERIOD_TABLE = {
     "year": "energy_1mon",
 }
 # columns that decide a row's factors, in the order the SQL returns them after key and bucket
-FACTOR_COLUMNS = ("carrier", "unit", "direction", "use", "renewable", "new_since_base_year", "place")
+FACTOR_COLUMNS = (
+    "carrier",
+    "unit",
+    "direction",
+    "use",
+    "renewable",
+    "new_since_base_year",
+    "place",
+    # a point's measured fuel parameters (registry columns fuel_*; NULL: the family default)
+    "fuel_ncv",
+    "fuel_carbon_content",
+    "fuel_oxidation_rate",
+    "fuel_source",
+)
 
 
 class FigureError(ValueError):
@@ -74,6 +89,7 @@ class Figures:
     factor_set: str = ""
     fuel_family: str = DEFAULT_FUEL_FAMILY
     by_carrier: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # carrier -> key -> tce per period
+    measured_fuel: list[dict] = field(default_factory=list)  # measured fuel parameters used, with their factors
 
     def rows(self) -> list[dict]:
         out = []
@@ -99,11 +115,16 @@ class Figures:
             "factor_set": self.factor_set,
             "fuel_family": self.fuel_family,
             "electricity_data_years": {str(y): d for y, d in sorted(self.electricity_data_years.items())},
+            "measured_fuel": list(self.measured_fuel),
         }
 
 
 def account_rows(rows: Sequence[tuple], period: str, signed: bool = True, carriers: bool = False) -> Figures:
     """Rows (key, bucket, *FACTOR_COLUMNS, quantity, flags) to figures per key and period.
+
+    Rows whose points carry measured fuel parameters are accounted with them (they take precedence
+    over the family defaults, for CO2 and, through the NCV, for tce); ``Figures.measured_fuel``
+    records the values, their source and the factors they gave.
 
     ``signed``: totals on the enterprise boundary (imports add, exports subtract, generation and
     sub-meters not added); unsigned gives each row's own figures (for single points).
@@ -138,6 +159,10 @@ def account_rows(rows: Sequence[tuple], period: str, signed: bool = True, carrie
             province=a[6],
             renewable=a[4],
             new_since_base_year=a[5],
+            ncv=a[7],
+            carbon_content=a[8],
+            oxidation_rate=a[9],
+            fuel_source=a[10],
         )
         for a in combos
     ]
@@ -163,6 +188,11 @@ def account_rows(rows: Sequence[tuple], period: str, signed: bool = True, carrie
     except ValueError as exc:
         raise FigureError(str(exc)) from None
     out.electricity_data_years = pf.data_years
+    seen: list[dict] = []  # the same measured values may reach several combinations (directions, places)
+    for m in pf.measured.values():
+        if m not in seen:
+            seen.append(m)
+    out.measured_fuel = seen
     sign = pf.sign if signed else np.ones(nc)
     dual = pf.dual_control if signed else np.ones(nc)
     arr = np.array(cells, dtype=np.float64)
@@ -208,8 +238,18 @@ def _market_factors(infos: Sequence[PointInfo], years: np.ndarray, location: np.
     return out
 
 
-def factor_used(carrier: str, unit: str, direction: str | None, use: str, province: str, year: int) -> dict | None:
-    """The CO2 factor the core applies to one point in ``year`` (value, unit, source, data year), or None."""
+def factor_used(
+    carrier: str,
+    unit: str,
+    direction: str | None,
+    use: str,
+    province: str,
+    year: int,
+    measured: MeasuredFuel | None = None,
+) -> dict | None:
+    """The CO2 factor the core applies to one point in ``year`` (value, unit, source, data year), or None.
+
+    ``measured``: the point's measured fuel parameters, which take precedence over the family."""
     a = Activity(
         carrier=carrier,
         quantity=1.0,
@@ -217,6 +257,7 @@ def factor_used(carrier: str, unit: str, direction: str | None, use: str, provin
         province=province,
         use=use,
         direction="export" if direction == "export" else "import",
+        measured=measured,
     )
     try:
         rf = record_factors(a, year, {}, DEFAULT_FUEL_FAMILY, shipped())

@@ -30,11 +30,25 @@ class EnterpriseDetail(Enterprise):
     points: int
 
 
+class MeasuredFuel(BaseModel):
+    carrier: str
+    ncv: float | None = Field(description="net calorific value, GJ/t or GJ/10^4Nm3")
+    carbon_content: float | None = Field(description="tC/GJ")
+    oxidation_rate: float | None = Field(description="fraction; null: the family default (raw coal: 1)")
+    source: str | None = Field(description="where the values come from, e.g. a lab report")
+    co2_factor: dict | None = Field(description="the CO2 factor they gave: value, unit, source, trust, document")
+    tce_factor: dict = Field(description="the standard-coal factor: value, unit, source")
+
+
 class Provenance(BaseModel):
     method_version: str = Field(description="accounting method version, e.g. cw-2026.1")
     factor_set: str = Field(description="factor tables used: version + content hash")
     fuel_family: str
     electricity_data_years: dict[str, int] = Field(description="accounting year -> electricity factor data year")
+    measured_fuel: list[MeasuredFuel] = Field(
+        default_factory=list,
+        description="measured fuel parameters of points in the figures (site file fuel), used instead of the family",
+    )
 
 
 class EnergyRow(BaseModel):

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from carbonwatch.accounting.rules import AccountingError, Activity, account
+from carbonwatch.accounting.rules import AccountingError, Activity, MeasuredFuel, account
 
 from .auth import CallerDep
 from .deps import Conn
@@ -120,15 +120,27 @@ async def report_data(conn: Conn, who: CallerDep, code: str, year: int, period: 
         p["tce_dual_control"] += float(months.tce_dual_control[0, j])
         p["co2_location_t"] += float(months.co2_location_t[0, j])
         p["co2_market_t"] += float(months.co2_market_t[0, j])
+    # points measured differently (their own fuel parameters) are accounted apart
     cur = await conn.execute(
-        """SELECT p.carrier, p.unit, p.direction, p.use, sum(m.quantity) FROM energy_1mon m
+        """SELECT p.carrier, p.unit, p.direction, p.use, p.fuel_ncv, p.fuel_carbon_content, p.fuel_oxidation_rate,
+                  p.fuel_source, sum(m.quantity) FROM energy_1mon m
            JOIN points p ON p.id = m.point_id WHERE p.enterprise = %s AND p.carrier IS NOT NULL
-           AND p.direction IN ('import', 'export') AND m.bucket >= %s AND m.bucket < %s GROUP BY 1, 2, 3, 4""",
+           AND p.direction IN ('import', 'export') AND m.bucket >= %s AND m.bucket < %s
+           GROUP BY 1, 2, 3, 4, 5, 6, 7, 8""",
         (code, lo, hi),
     )
     activities = [
-        Activity(carrier=c, quantity=q, unit=u, province=ent["province"], direction=d, use=use, label=f"{c} {d}")
-        for c, u, d, use, q in await cur.fetchall()
+        Activity(
+            carrier=c,
+            quantity=q,
+            unit=u,
+            province=ent["province"],
+            direction=d,
+            use=use,
+            label=f"{c} {d}",
+            measured=MeasuredFuel(ncv, cc, of, src) if (ncv, cc, of) != (None, None, None) else None,
+        )
+        for c, u, d, use, ncv, cc, of, src, q in await cur.fetchall()
     ]
     try:
         result = account(activities, year)

@@ -15,11 +15,25 @@ from dataclasses import dataclass
 import psycopg
 
 from carbonwatch.contracts.regions import city_code, province_code
-from carbonwatch.contracts.site import ID_PATTERN, Site
+from carbonwatch.contracts.site import ID_PATTERN, Point, Site
+
+# the points columns of a fuel counter's measured parameters (migration 0010), in this order
+FUEL_COLUMNS = ("fuel_ncv", "fuel_carbon_content", "fuel_oxidation_rate", "fuel_source")
+
+
+def fuel_columns(p: Point) -> tuple[float | None, float | None, float | None, str | None]:
+    """A point's measured fuel parameters as stored (all NULL when it has none: the family applies)."""
+    f = p.fuel
+    if f is None:
+        return None, None, None, None
+    return f.ncv, f.carbon_content, f.oxidation_rate, f.source
 
 
 def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> dict[str, int]:
-    """Upsert a site's metadata; points dropped from the file are marked inactive, never deleted."""
+    """Upsert a site's metadata; points dropped from the file are marked inactive, never deleted.
+
+    A point's measured fuel parameters are replaced by the file's on every registration (removed
+    from the file, they are cleared and the family defaults apply again)."""
     e = site.enterprise
     counts = {"gateways": 0, "meters": 0, "points": 0}
     with conn.transaction():
@@ -51,15 +65,19 @@ def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> d
                     (point_id,) = conn.execute(
                         """INSERT INTO points (enterprise, gateway_id, meter_id, point, kind, unit, carrier,
                                direction, use, renewable, new_since_base_year, product, rollover,
-                               max_rate_per_hour, poll_interval_s, active)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
+                               max_rate_per_hour, poll_interval_s, fuel_ncv, fuel_carbon_content,
+                               fuel_oxidation_rate, fuel_source, active)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
                            ON CONFLICT (enterprise, point) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,
                              meter_id = EXCLUDED.meter_id, kind = EXCLUDED.kind, unit = EXCLUDED.unit,
                              carrier = EXCLUDED.carrier, direction = EXCLUDED.direction, use = EXCLUDED.use,
                              renewable = EXCLUDED.renewable, new_since_base_year = EXCLUDED.new_since_base_year,
                              product = EXCLUDED.product, rollover = EXCLUDED.rollover,
                              max_rate_per_hour = EXCLUDED.max_rate_per_hour,
-                             poll_interval_s = EXCLUDED.poll_interval_s, active = true
+                             poll_interval_s = EXCLUDED.poll_interval_s, fuel_ncv = EXCLUDED.fuel_ncv,
+                             fuel_carbon_content = EXCLUDED.fuel_carbon_content,
+                             fuel_oxidation_rate = EXCLUDED.fuel_oxidation_rate,
+                             fuel_source = EXCLUDED.fuel_source, active = true
                            RETURNING id""",
                         (
                             e.code,
@@ -77,6 +95,7 @@ def register_site(conn: psycopg.Connection, site: Site, actor: str = "cli") -> d
                             p.rollover,
                             p.max_rate,  # per hour, as in the site file (the builder converts)
                             interval,
+                            *fuel_columns(p),
                         ),
                     ).fetchone()
                     live_points.append(point_id)

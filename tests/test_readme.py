@@ -45,6 +45,7 @@ def test_site_reference_documents_every_field():
         S.TcpConnection,
         S.SerialConnection,
         S.Point,
+        S.FuelParameters,
         S.SimulationSpec,
     ]
     missing = [f"{m.__name__}.{f}" for m in models for f in m.model_fields if f not in doc]

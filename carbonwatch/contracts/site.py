@@ -221,6 +221,222 @@ class Use(StrEnum):
     FEEDSTOCK = "feedstock"  # 原料用能: raw material, excluded from dual-control energy
 
 
+# Measured fuel parameters (GB/T 32151: measured values take precedence over the defaults). Units
+# are those of the accounting (docs/accounting.md): NCV in GJ per the carrier's canonical unit (GJ/t,
+# or GJ/10^4Nm3 for gases), carbon content per unit of heat in tC/GJ, oxidation rate a fraction.
+# A value may also be written with its unit as a lab report gives it ("20.9 MJ/kg", "5000 kcal/kg",
+# "26.37 tC/TJ", "94%"); it is converted, and a unit of the wrong kind is refused.
+_NCV_UNITS: dict[str, tuple[str, float]] = {  # unit -> (denominator dimension, factor to GJ/t or GJ/10^4Nm3)
+    "gj/t": ("mass", 1.0),
+    "mj/kg": ("mass", 1.0),
+    "kj/kg": ("mass", 0.001),
+    "kcal/kg": ("mass", 4.1868e-3),
+    "gj/10^4nm3": ("volume", 1.0),
+    "mj/nm3": ("volume", 10.0),
+    "mj/m3": ("volume", 10.0),
+    "kj/nm3": ("volume", 0.01),
+    "kj/m3": ("volume", 0.01),
+    "kcal/nm3": ("volume", 4.1868e-2),
+    "kcal/m3": ("volume", 4.1868e-2),
+}
+_NCV_UNIT_NAMES = {
+    name: _NCV_UNITS[name.lower()]
+    for name in ("GJ/t", "MJ/kg", "kJ/kg", "kcal/kg", "GJ/10^4Nm3", "MJ/Nm3", "kJ/Nm3", "kcal/Nm3")
+}
+_CC_UNITS = {"tc/gj": 1.0, "tc/tj": 0.001, "kgc/gj": 0.001}
+_VALUE_WITH_UNIT = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|[-+]?\.\d+)\s*(\S.*?)?\s*$")
+# Plausible NCV per carrier, GJ per canonical unit: wide bands around the family defaults
+# (accounting/data/fuels_family_b.yaml; raw coal around the GB/T 2589 average 20.908 GJ/t), so that
+# a value in the wrong unit (kJ/kg, kcal/kg, MJ/Nm3 for GJ/10^4Nm3) cannot pass.
+_COALS = ("raw_coal", "anthracite", "bituminous_coal", "lignite", "washed_coal", "other_washed_coal", "briquette")
+_OILS = ("crude_oil", "fuel_oil", "gasoline", "diesel", "kerosene", "naphtha", "coal_tar", "crude_benzene")
+NCV_RANGE: dict[str, tuple[float, float]] = {
+    **{c: (5.0, 35.0) for c in (*_COALS, "other_coal_products")},
+    "coke": (20.0, 40.0),
+    "petroleum_coke": (20.0, 40.0),
+    **{c: (30.0, 50.0) for c in _OILS},
+    **{c: (40.0, 60.0) for c in ("lng", "lpg", "refinery_gas")},
+    "natural_gas": (300.0, 450.0),
+    "coke_oven_gas": (120.0, 220.0),
+    "blast_furnace_gas": (20.0, 50.0),
+    "converter_gas": (50.0, 110.0),
+    "other_gas": (20.0, 250.0),
+}
+CARBON_CONTENT_RANGE = (0.005, 0.1)  # tC/GJ: natural gas 0.0153, coal about 0.026, blast-furnace gas 0.0708
+OXIDATION_RATE_RANGE = (0.6, 1.0)
+# Raw coal (原煤) has no official carbon content (reference/accounting.md §3.3): a counter of it
+# carries measured values, or names the coal rank instead.
+COAL_RANKS = ("anthracite", "bituminous_coal", "lignite")
+
+
+def _split_unit(v: Any, field: str) -> tuple[Any, str | None]:
+    """(number, unit or None) of a value written as a number or as "20.9 MJ/kg"."""
+    if isinstance(v, bool):
+        raise ValueError(f"{field} is a number, not {v!r}")
+    if not isinstance(v, str):
+        return v, None
+    m = _VALUE_WITH_UNIT.match(v)
+    if not m:
+        raise ValueError(f"{field} {v!r} is not a number, nor a number with its unit")
+    return float(m.group(1)), m.group(2)
+
+
+def _ncv(v: Any) -> Any:
+    v, unit = _split_unit(v, "ncv")
+    if unit is None:
+        return v
+    kind = _NCV_UNITS.get(unit.replace(" ", "").lower())
+    if kind is None:
+        raise ValueError(
+            f"ncv unit {unit!r} is not one of GJ/t, MJ/kg, kJ/kg, kcal/kg (solids and liquids) or "
+            "GJ/10^4Nm3, MJ/Nm3, kJ/Nm3, kcal/Nm3 (gases)"
+        )
+    return v * kind[1]
+
+
+def _carbon_content(v: Any) -> Any:
+    v, unit = _split_unit(v, "carbon_content")
+    if unit is None:
+        return v
+    factor = _CC_UNITS.get(unit.replace(" ", "").lower())
+    if factor is None:
+        raise ValueError(f"carbon_content unit {unit!r} is not one of tC/GJ, tC/TJ, kgC/GJ (carbon per unit of heat)")
+    return v * factor
+
+
+def _oxidation_rate(v: Any) -> Any:
+    v, unit = _split_unit(v, "oxidation_rate")
+    if unit is None:
+        return v
+    if unit != "%":
+        raise ValueError(f"oxidation_rate is a fraction (0.94) or a percentage (94%), not {unit!r}")
+    return v / 100.0
+
+
+class FuelParameters(Strict):
+    """Measured parameters of the fuel a counter meters (lab analysis); they take precedence over the
+    default family for this point, for CO2 and (NCV) for standard coal."""
+
+    ncv: Annotated[float, BeforeValidator(_ncv)] | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="net calorific value (低位发热量), GJ/t (= MJ/kg), or GJ/10^4Nm3 for gases",
+    )
+    carbon_content: Annotated[float, BeforeValidator(_carbon_content)] | None = Field(
+        None, allow_inf_nan=False, description="carbon content per unit of heat (单位热值含碳量), tC/GJ"
+    )
+    oxidation_rate: Annotated[float, BeforeValidator(_oxidation_rate)] | None = Field(
+        None, allow_inf_nan=False, description="carbon oxidation rate (碳氧化率), a fraction, e.g. 0.94"
+    )
+    source: str | None = Field(
+        None, min_length=1, description="where the values come from, e.g. lab report 2026-03 (recorded with results)"
+    )
+
+    @field_validator("carbon_content")
+    @classmethod
+    def _cc_range(cls, v: float | None) -> float | None:
+        lo, hi = CARBON_CONTENT_RANGE
+        if v is None or lo <= v <= hi:
+            return v
+        if 1.0 < v <= 100.0:
+            hint = f"; that looks like tC/TJ or kgC/GJ: {v} tC/TJ is {v / 1000:.6g} tC/GJ"
+        elif 0.1 < v <= 1.0:
+            hint = (
+                "; that looks like a carbon mass fraction: carbon content here is per unit of heat, the mass "
+                "fraction over the NCV (e.g. 0.60 tC/t / 20.9 GJ/t = 0.0287 tC/GJ)"
+            )
+        else:
+            hint = ""
+        raise ValueError(f"carbon_content {v} tC/GJ is outside [{lo}, {hi}]{hint}")
+
+    @field_validator("oxidation_rate")
+    @classmethod
+    def _of_range(cls, v: float | None) -> float | None:
+        lo, hi = OXIDATION_RATE_RANGE
+        if v is None or lo <= v <= hi:
+            return v
+        hint = f'; a percentage? write {v / 100:g} or "{v:g}%"' if 1.0 < v <= 100.0 else ""
+        raise ValueError(f"oxidation_rate {v} is a fraction in [{lo}, {hi}]{hint}")
+
+    @model_validator(mode="after")
+    def _something_measured(self) -> FuelParameters:
+        if self.ncv is None and self.carbon_content is None and self.oxidation_rate is None:
+            raise ValueError("give at least one measured value: ncv, carbon_content or oxidation_rate")
+        return self
+
+
+def _ncv_unit_kind(v: Any) -> str | None:
+    """``mass`` or ``volume`` for an NCV written with a unit ("20.9 MJ/kg"), None for a bare number."""
+    if not isinstance(v, str):
+        return None
+    try:
+        _, unit = _split_unit(v, "ncv")
+    except ValueError:
+        return None  # reported by the field's own validator, with its location
+    kind = _NCV_UNITS.get(unit.replace(" ", "").lower()) if unit else None
+    return kind[0] if kind else None
+
+
+def _check_ncv_unit(data: Any) -> Any:
+    """Refuse ``fuel.ncv`` written per volume for a fuel accounted by mass, or the reverse."""
+    if not isinstance(data, dict) or not isinstance(data.get("fuel"), dict):
+        return data
+    raw = data["fuel"].get("ncv")
+    kind = _ncv_unit_kind(raw)
+    info = CARRIERS.get(data.get("carrier") or "")
+    if kind is not None and info is not None and info.fossil:  # other carriers: refused in _check_fuel
+        accounted = "volume" if info.canonical_unit == "10^4Nm3" else "mass"
+        if kind != accounted:
+            want = "GJ/10^4Nm3 (or MJ/Nm3)" if accounted == "volume" else "GJ/t (or MJ/kg)"
+            raise ValueError(
+                f"fuel.ncv {raw!r} is per {kind}, but {info.name} is accounted by {accounted}: give {want}"
+            )
+    return data
+
+
+def _check_fuel(p: Point) -> None:
+    """A point's measured fuel parameters suit its carrier; a raw-coal counter carries them."""
+    info = CARRIERS.get(p.carrier) if p.carrier else None
+    if p.fuel is not None:
+        if info is None or not info.fossil:
+            what = f"carrier {p.carrier}" if p.carrier else "a point without a carrier"
+            raise ValueError(
+                f"fuel (measured fuel parameters) applies to fuels (coal, coke, oil, gas...), not to {what}"
+            )
+        if p.kind is not Kind.COUNTER:
+            raise ValueError("fuel (measured fuel parameters) applies to counters of a fuel")
+        f = p.fuel
+        if f.ncv is not None:
+            unit = f"GJ/{info.canonical_unit}"
+            lo, hi = NCV_RANGE.get(p.carrier, (3.0, 60.0) if info.canonical_unit == "t" else (10.0, 500.0))
+            if not lo <= f.ncv <= hi:
+                kind = "volume" if info.canonical_unit == "10^4Nm3" else "mass"
+                fits = [
+                    f"{name} ({f.ncv * factor:.4g} {unit})"
+                    for name, (k, factor) in _NCV_UNIT_NAMES.items()
+                    if k == kind and factor != 1.0 and lo <= f.ncv * factor <= hi
+                ]
+                msg = f"fuel.ncv {f.ncv:g} {unit} is outside the plausible [{lo:g}, {hi:g}] for {p.carrier}"
+                if fits:
+                    msg += (
+                        f'; that looks like {" or ".join(fits)}: write the unit, e.g. "{f.ncv:g} {fits[0].split()[0]}"'
+                    )
+                raise ValueError(msg)
+            if f.carbon_content is not None and info.canonical_unit == "t" and f.ncv * f.carbon_content > 1.0:
+                raise ValueError(
+                    f"fuel: ncv {f.ncv:g} GJ/t x carbon_content {f.carbon_content:g} tC/GJ is "
+                    f"{f.ncv * f.carbon_content:.3g} t of carbon per tonne of fuel, more than the tonne"
+                )
+    if p.carrier == "raw_coal" and p.kind is Kind.COUNTER and p.use is Use.FUEL:
+        missing = [f"fuel.{k}" for k in ("ncv", "carbon_content") if p.fuel is None or getattr(p.fuel, k) is None]
+        if missing:
+            raise ValueError(
+                f"{' and '.join(missing)} required: raw coal (原煤) has no official carbon content, so its CO2 "
+                "cannot be computed from defaults; give the measured values (fuel: {ncv: GJ/t, carbon_content: "
+                f"tC/GJ, source: ...}}) or use the coal rank as carrier ({', '.join(COAL_RANKS)})"
+            )
+
+
 def order_label(byte_order: Order, word_order: Order, registers: int = 2) -> str:
     """Conventional ABCD label: ABCD big/big, CDAB word-swapped, BADC byte-swapped, DCBA both."""
     letters = "ABCDEFGH"[: 2 * registers]
@@ -258,8 +474,16 @@ class Point(Strict):
             "rated kW with a margin for a kWh counter); a faster step is flagged as a spike and not counted"
         ),
     )
+    fuel: FuelParameters | None = Field(
+        None, description="measured fuel parameters (ncv, carbon_content, oxidation_rate, source) of a fuel counter"
+    )
     poll_interval: Seconds | None = Field(None, description="overrides the meter's poll interval")
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fuel_units(cls, data: Any) -> Any:
+        return _check_ncv_unit(data)
 
     @field_validator("unit")
     @classmethod
@@ -297,6 +521,7 @@ class Point(Strict):
             raise ValueError("a product output point must be a counter")
         if self.max_rate is not None and self.kind is not Kind.COUNTER:
             raise ValueError("max_rate (the most a counter can advance per hour) applies to counters only")
+        _check_fuel(self)
         return self
 
     @property

@@ -4,8 +4,10 @@ CO2, from the 15-minute intervals and their rollups, with the accounting core's 
 
 Totals follow the enterprise boundary as the accounting core does (:mod:`..accounting.pipeline`):
 import points add, export points subtract, generation and sub-meters are not added. CO2 is
-location-based. Each document carries its method version and factor set, and an idempotency key
-(enterprise, period, start, method version) that the platforms deduplicate on.
+location-based. A point's measured fuel parameters (site file ``fuel``) take precedence over the
+default fuel family, and the document lists them with the factors they gave (``measured_fuel``).
+Each document carries its method version and factor set, and an idempotency key (enterprise,
+period, start, method version) that the platforms deduplicate on.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def build_indicators(conn: psycopg.Connection, enterprise: str, period: Period, 
         raise ValueError(f"enterprise {enterprise} is not registered")
     (province,) = row
     points = conn.execute(
-        """SELECT id, point, unit, carrier, coalesce(direction, 'import'), use, renewable, new_since_base_year
+        """SELECT id, point, unit, carrier, coalesce(direction, 'import'), use, renewable, new_since_base_year,
+                  fuel_ncv, fuel_carbon_content, fuel_oxidation_rate, fuel_source
            FROM points WHERE enterprise = %s AND active AND kind = 'counter' AND carrier IS NOT NULL ORDER BY id""",
         (enterprise,),
     ).fetchall()
@@ -88,6 +91,10 @@ def build_indicators(conn: psycopg.Connection, enterprise: str, period: Period, 
             province=province,
             renewable=p[6],
             new_since_base_year=p[7],
+            ncv=p[8],  # the point's measured fuel parameters take precedence over the family
+            carbon_content=p[9],
+            oxidation_rate=p[10],
+            fuel_source=p[11],
         )
         for p in points
     ]
@@ -110,6 +117,7 @@ def build_indicators(conn: psycopg.Connection, enterprise: str, period: Period, 
     canonical = qty * pf.to_canonical[:, None]
     tce = canonical * pf.tce * pf.sign[:, None]
     co2 = canonical * pf.co2 * pf.sign[:, None]
+    measured = {infos[i].id: m for i, m in sorted(pf.measured.items())}
     slots = np.array([(period_end(s, period) - s) / timedelta(minutes=15) for s in starts])
     docs = []
     for j, start in enumerate(starts):
@@ -142,6 +150,8 @@ def build_indicators(conn: psycopg.Connection, enterprise: str, period: Period, 
                 "method": "location",
                 "method_version": METHOD_VERSION,
                 "factor_set": fs.id,
+                # points accounted with their own measured fuel parameters (values, source, factors)
+                "measured_fuel": measured,
             }
         )
     return docs

@@ -47,15 +47,19 @@ _DIFFS = """
     SELECT r.point_id, r.ts - interval '15 minutes' AS bucket,
            r.value - lag(r.value) OVER (PARTITION BY r.point_id ORDER BY r.ts) AS d
     FROM readings r WHERE r.point_id = ANY(%(points)s) AND r.ts >= %(start)s AND r.ts <= %(end)s"""
-_ATTRS = "p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year, e.province"
+_ATTRS = (  # api.figures.FACTOR_COLUMNS
+    "p.carrier, p.unit, p.direction, p.use, p.renewable, p.new_since_base_year, e.province, "
+    "p.fuel_ncv, p.fuel_carbon_content, p.fuel_oxidation_rate, p.fuel_source"
+)
+_GROUP = ", ".join(str(i) for i in range(1, 14))  # key, bucket and the attributes
 RAW_PROVINCE = f"""
     SELECT e.city, date_trunc('month', x.bucket, 'Asia/Shanghai'), {_ATTRS}, sum(x.d), 0
     FROM ({_DIFFS}) x JOIN points p ON p.id = x.point_id JOIN enterprises e ON e.code = p.enterprise
-    WHERE x.d IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+    WHERE x.d IS NOT NULL GROUP BY {_GROUP}"""
 RAW_ENTERPRISE = f"""
     SELECT p.point, date_trunc('day', x.bucket, 'Asia/Shanghai'), {_ATTRS}, sum(x.d), 0
     FROM ({_DIFFS}) x JOIN points p ON p.id = x.point_id JOIN enterprises e ON e.code = p.enterprise
-    WHERE x.d IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
+    WHERE x.d IS NOT NULL GROUP BY {_GROUP}"""
 
 
 def add_readings(url: str, end) -> int:
