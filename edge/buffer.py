@@ -312,6 +312,21 @@ class Outbox:
             ).fetchall()
         return [Message(int(i), s, int(q), float(c), int(n), bytes(p)) for i, s, q, c, n, p in rows]
 
+    def peek_streams(self, after_seqs: dict[str, int], limit: int = 100) -> list[Message]:
+        """The oldest sealed messages of the given streams with seq > that stream's ``after_seqs``
+        entry, in order of sealing (each stream is read through its (stream, seq) index)."""
+        out: list[Message] = []
+        with self._lock:
+            for stream, after in after_seqs.items():
+                rows = self._db.execute(
+                    "SELECT id, stream, seq, created, count, payload FROM messages "
+                    "WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (stream, after, limit),
+                ).fetchall()
+                out += [Message(int(i), s, int(q), float(c), int(n), bytes(p)) for i, s, q, c, n, p in rows]
+        out.sort(key=lambda m: m.id)
+        return out[:limit]
+
     def ack(self, ids: Iterable[int]) -> int:
         """The broker has these messages: forget them. Returns how many were still stored."""
         ids = list(ids)
@@ -382,6 +397,9 @@ class Outbox:
 
     async def apeek(self, after_id: int = 0, limit: int = 100) -> list[Message]:
         return await self._run(self.peek, after_id, limit)
+
+    async def apeek_streams(self, after_seqs: dict[str, int], limit: int = 100) -> list[Message]:
+        return await self._run(self.peek_streams, after_seqs, limit)
 
     async def aack(self, ids: Iterable[int]) -> int:
         return await self._run(self.ack, list(ids))

@@ -97,8 +97,16 @@ class EdgeMetrics:
         )
         self.publishes = Counter(
             "carbonwatch_edge_mqtt_publishes_total",
-            "MQTT messages by result: acked, rejected (negative PUBACK), lost (connection dropped first)",
+            "MQTT messages by result: acked, no_subscribers (PUBACK 16, kept and retried), "
+            "rejected (negative PUBACK), lost (connection dropped first)",
             ["stream", "result"],
+            registry=r,
+        )
+        self.no_subscribers_since = Gauge(
+            "carbonwatch_edge_mqtt_no_subscribers_since_timestamp_seconds",
+            "Since when the broker has answered the stream's messages 'No matching subscribers' "
+            "(Unix time; 0 while they are delivered)",
+            ["stream"],
             registry=r,
         )
         self.mqtt_connected = Gauge("carbonwatch_edge_mqtt_connected", "1 while connected to the broker", registry=r)

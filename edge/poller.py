@@ -4,6 +4,8 @@ One task per bus, so access to a bus is serialised (one Modbus master, one outst
 request) and buses never wait for each other. Each device is read once at start, then on a
 wall-clock-aligned schedule (a 60 s device is read at :00 of every minute); a poll that
 overruns counts the slots it missed, and the next one goes back to the grid rather than drifting.
+Points with a ``poll_interval`` of their own form a group of the device with its own read plan
+and its own grid; groups of one device that fall due together are read in one poll.
 
 Requests that may end in a timeout without helping anyone are only made in the bus's slack:
 a retry after a timeout, and a probe of a *suspect* device, go ahead only if even an
@@ -12,6 +14,15 @@ that stops answering becomes suspect (a circuit breaker): it is no longer polled
 schedule but probed with one request, without retries, after an exponentially growing pause.
 So a dead unit costs its neighbours at most one timeout, once, and they keep their schedule.
 A device answering with a Modbus exception is alive: only the points of that request are bad.
+An unexpected error while polling a device (a library error for its request, a bug) is that
+device's failure, not the bus's: its points read bad, its circuit opens, the traceback is
+logged once, and its neighbours keep their schedule.
+
+A bus without transaction ids (Modbus RTU or ASCII, on a serial line or through a TCP serial
+server) cannot tell a late answer from the answer to the next request. After a timeout there
+the poller waits until the line has been quiet for ``line_quiet`` (a few character times, at
+least 50 ms) and discards whatever arrived before it sends again; and every answer must match
+its request (function code, unit, byte count) or it is dropped as a stray frame.
 
 Every reading carries the time its response arrived and a quality: ``good``; ``uncertain``
 for a counter that went backwards (:mod:`.counters`); ``bad`` with a null value when the read
@@ -21,6 +32,7 @@ failed or decoded to NaN. A failed read is never papered over with the last good
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import socket
@@ -51,6 +63,9 @@ DOWN_AFTER = 3  # consecutive unanswered polls before a device is reported down
 MAX_PROBE_PAUSE = 300.0  # a suspect device is probed at least this often (seconds)
 SLACK_MARGIN = 0.05  # seconds kept free for the bus's own work when fitting a risky request
 MAX_TOLERANCE = 2.0  # seconds a device's read may start after its slot and still be on schedule
+LINE_QUIET_MIN = 0.05  # seconds: USB serial adapters deliver bytes in bursts up to 16 ms apart
+MAX_FRAME_CHARS = 256  # the longest Modbus RTU frame
+_FUNCTION_CODES = {Area.COIL: 1, Area.DISCRETE: 2, Area.HOLDING: 3, Area.INPUT: 4}
 
 
 class PollSink(Protocol):
@@ -63,13 +78,35 @@ class PollSink(Protocol):
 
 
 @dataclass
+class Group:
+    """Points of one device read on one schedule, with their own read plan."""
+
+    interval: float
+    reads: list[Read]
+    next_due: float
+
+    @property
+    def deadline(self) -> float:
+        """The latest start of its next poll that still keeps it on schedule."""
+        return self.next_due + min(0.25 * self.interval, MAX_TOLERANCE)
+
+
+def plan_groups(meter: Meter, default_interval: float, now: float) -> list[Group]:
+    """One group per distinct poll interval of the meter's points (a point's own, else the
+    meter's, else the gateway's), each with its read plan; all due at ``now``."""
+    base = meter.poll_interval or default_interval
+    by_interval: dict[float, list] = {}
+    for p in meter.points:
+        by_interval.setdefault(float(p.poll_interval or base), []).append(p)
+    return [Group(i, plan_reads(meter, points), now) for i, points in sorted(by_interval.items())]
+
+
+@dataclass
 class Device:
-    """One meter's schedule and health."""
+    """One meter's schedule (its groups) and health."""
 
     meter: Meter
-    reads: list[Read]
-    interval: float
-    next_due: float
+    groups: list[Group]
     failures: int = 0  # consecutive polls without an answer
     suspect: bool = False  # circuit open: probed, not polled on schedule
     probe_at: float = 0.0
@@ -81,6 +118,27 @@ class Device:
     def id(self) -> str:
         return self.meter.id
 
+    @property
+    def reads(self) -> list[Read]:
+        return [r for g in self.groups for r in g.reads]
+
+    @property
+    def interval(self) -> float:
+        """Its shortest poll interval."""
+        return min(g.interval for g in self.groups)
+
+    @property
+    def next_due(self) -> float:
+        return min(g.next_due for g in self.groups)
+
+    @next_due.setter
+    def next_due(self, when: float) -> None:
+        for g in self.groups:
+            g.next_due = when
+
+    def due(self, now: float) -> list[Group]:
+        return [g for g in self.groups if g.next_due <= now]
+
     def probe_pause(self) -> float:
         """1 s after the first failure (a retry deferred to the bus's slack), then doubling."""
         return min(2.0 ** max(self.failures - 1, 0), MAX_PROBE_PAUSE)
@@ -88,7 +146,7 @@ class Device:
     @property
     def deadline(self) -> float:
         """The latest start of its next poll that still keeps it on schedule."""
-        return self.next_due + min(0.25 * self.interval, MAX_TOLERANCE)
+        return min(g.deadline for g in self.groups)
 
 
 class NoAnswer(Exception):
@@ -99,11 +157,41 @@ class BusDown(Exception):
     """The connection itself failed: every device on the bus is affected."""
 
 
-def make_client(conn: TcpConnection | SerialConnection, timeout: float):
+class StrayFrame(NoAnswer):
+    """An answer that does not match its request: a late answer to an earlier one."""
+
+
+def char_time(conn: TcpConnection | SerialConnection) -> float | None:
+    """Seconds one character takes on a serial line (None over TCP: the line is not ours to time)."""
+    if not isinstance(conn, SerialConnection):
+        return None
+    bits = 1 + conn.bytesize + (0 if conn.parity == "N" else 1) + conn.stopbits
+    return bits / conn.baudrate
+
+
+def has_transaction_ids(conn: TcpConnection | SerialConnection) -> bool:
+    """Whether answers carry the request's transaction id (Modbus TCP's MBAP header only)."""
+    return isinstance(conn, TcpConnection) and conn.framer == "socket"
+
+
+def default_line_quiet(conn: TcpConnection | SerialConnection) -> float:
+    """How long the line must stay quiet after a timeout: the 3.5-character inter-frame gap,
+    at least :data:`LINE_QUIET_MIN`."""
+    c = char_time(conn)
+    return max(LINE_QUIET_MIN, 3.5 * c) if c else LINE_QUIET_MIN
+
+
+def make_client(conn: TcpConnection | SerialConnection, timeout: float, trace_packet=None):
     """A pymodbus client without its own retries or reconnects: the poller owns both."""
     if isinstance(conn, TcpConnection):
         client = AsyncModbusTcpClient(
-            conn.host, port=conn.port, framer=_FRAMERS[conn.framer], timeout=timeout, retries=0, reconnect_delay=0
+            conn.host,
+            port=conn.port,
+            framer=_FRAMERS[conn.framer],
+            timeout=timeout,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=trace_packet,
         )
     else:
         client = AsyncModbusSerialClient(
@@ -116,6 +204,7 @@ def make_client(conn: TcpConnection | SerialConnection, timeout: float):
             timeout=timeout,
             retries=0,
             reconnect_delay=0,
+            trace_packet=trace_packet,
         )
     client.set_max_no_responses(1 << 30)  # pymodbus would drop a TCP gateway for one dead unit
     return client
@@ -123,13 +212,18 @@ def make_client(conn: TcpConnection | SerialConnection, timeout: float):
 
 @dataclass
 class BusPoller:
-    """Polls every device on one connection, one request at a time."""
+    """Polls every device on one connection, one request at a time.
+
+    ``line_quiet``: on a bus without transaction ids, how long the line must be quiet after a
+    timeout before the next request (default: :func:`default_line_quiet`).
+    """
 
     meters: list[Meter]
     default_interval: float
     sink: PollSink
     metrics: EdgeMetrics
     clock: Callable[[], float] = time.time
+    line_quiet: float | None = None
     devices: dict[str, Device] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,7 +234,7 @@ class BusPoller:
         for m in self.meters:
             # The first poll is at once, so a start-up reports every device's real state within
             # seconds; from then on polls follow the wall-clock grid.
-            self.devices[m.id] = Device(m, plan_reads(m), m.poll_interval or self.default_interval, now)
+            self.devices[m.id] = Device(m, plan_groups(m, self.default_interval, now))
             if any(p.kind is Kind.COUNTER for p in m.points):
                 # Present at 0 from the start, so the first anomaly is an increase the alert rule sees.
                 for kind in (EventKind.COUNTER_BACKWARDS, EventKind.COUNTER_ROLLOVER):
@@ -151,6 +245,16 @@ class BusPoller:
         self._connect_backoff = Backoff(1.0, 60.0)
         self._silent_requests = 0  # consecutive unanswered requests across the bus
         self._latency = self.metrics.request_seconds.labels(self.bus_key)
+        # A late answer can only be told apart by its transaction id: without one, settle the
+        # line after a timeout (see _settle).
+        self.settles = not has_transaction_ids(self.connection)
+        if self.line_quiet is None:
+            self.line_quiet = default_line_quiet(self.connection)
+        c = char_time(self.connection) or 0.0
+        self._settle_limit = 2 * self.line_quiet + MAX_FRAME_CHARS * c  # a late frame may still be arriving
+        self._dirty_at: float | None = None  # monotonic time the line went unsure (a timeout, a stray frame)
+        self._last_rx = 0.0  # monotonic time bytes last arrived
+        self._logged_errors: set[tuple[str, str]] = set()  # (device, error) logged with a traceback
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -159,53 +263,65 @@ class BusPoller:
             while not stop.is_set():
                 if (self.client is None or not self.client.connected) and not await self._connect(stop):
                     continue
-                device, wait = self._next(self.clock())
+                device, groups, wait = self._next(self.clock())
                 if device is None:
                     await wait_or_stop(stop, wait)
                     continue
                 if self.sink.paused():
                     self.metrics.polls_skipped_full.inc()
-                    device.next_due = next_aligned(self.clock(), device.interval)
-                    device.probe_at = max(device.probe_at, device.next_due)
+                    now = self.clock()
+                    for g in groups:
+                        g.next_due = next_aligned(now, g.interval)
+                    device.probe_at = max(device.probe_at, min(g.next_due for g in groups))
                     continue
                 try:
-                    await self.poll(device)
+                    await self.poll(device, groups)
                 except BusDown as exc:
                     await self._bus_failed(str(exc), already=device)
         finally:
             self.close()
 
-    def _next(self, now: float) -> tuple[Device | None, float]:
-        """The device to poll now, or None and how long to wait."""
+    def _next(self, now: float) -> tuple[Device | None, list[Group], float]:
+        """The device to poll now with its groups to read, or None and how long to wait."""
         healthy = [d for d in self.devices.values() if not d.suspect]
-        due = [d for d in healthy if d.next_due <= now]
+        due = [(g.next_due, i, d) for i, d in enumerate(healthy) for g in d.due(now)]
         if due:
-            return min(due, key=lambda d: d.next_due), 0.0
+            device = min(due, key=lambda x: x[:2])[2]
+            return device, device.due(now), 0.0
         next_healthy = min((d.next_due for d in healthy), default=math.inf)
         suspects = sorted((d for d in self.devices.values() if d.suspect), key=lambda d: d.probe_at)
         for d in suspects:
             if d.probe_at <= now and self.fits(d, now):
-                return d, 0.0
+                # A probe reads what is due, or else the group due first: one answer is enough.
+                return d, d.due(now) or [min(d.groups, key=lambda g: g.next_due)], 0.0
         later = [d.probe_at for d in suspects if d.probe_at > now]
-        return None, max(0.0, min([next_healthy, *later]) - now)
+        return None, [], max(0.0, min([next_healthy, *later]) - now)
 
     def fits(self, device: Device, now: float) -> bool:
         """Whether a request to ``device`` that goes unanswered still ends before every other
         healthy device's deadline: the test for retries and probes."""
         budget = min((d.deadline for d in self.devices.values() if not d.suspect and d is not device), default=math.inf)
-        return now + device.meter.timeout + SLACK_MARGIN <= budget
+        settle = self.line_quiet if self.settles else 0.0  # an unanswered request is followed by a quiet line
+        return now + device.meter.timeout + settle + SLACK_MARGIN <= budget
 
     async def open(self) -> bool:
         """Connect (or reconnect) to the bus once; True when connected."""
         if self.client is None:
-            self.client = make_client(self.connection, max(m.timeout for m in self.meters))
+            self.client = make_client(self.connection, max(m.timeout for m in self.meters), self._trace)
         if not await self.client.connect():
             self.metrics.bus_connects.labels(self.bus_key, "failed").inc()
             return False
         self.metrics.bus_connects.labels(self.bus_key, "ok").inc()
         self._silent_requests = 0
+        self._dirty_at = None
         _no_delay(self.client)
         return True
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus hands every packet through here: note when bytes last arrived."""
+        if not sending:
+            self._last_rx = time.monotonic()
+        return data
 
     def close(self) -> None:
         if self.client is not None:
@@ -232,21 +348,28 @@ class BusPoller:
 
     # --- one poll -----------------------------------------------------------------------------
 
-    async def poll(self, device: Device) -> None:
-        """Read all of a device's points once and hand the readings to the sink."""
+    async def poll(self, device: Device, groups: list[Group] | None = None) -> None:
+        """Read ``groups`` of a device (default: all) once and hand the readings to the sink."""
         meter = device.meter
+        groups = device.groups if groups is None else groups
+        reads = [r for g in groups for r in g.reads]
         attempts = 1 if device.suspect else 1 + meter.retries
         readings: list[dict] = []
         events: list[dict] = []
         silent = None  # why the device stopped answering, if it did
         bus_down = None
         errors = []
-        for i, read in enumerate(device.reads):
+        for i, read in enumerate(reads):
             if silent is not None:
                 readings.extend(_bad(read, self.clock()))
                 continue
             try:
                 values, stamp = await self._request(device, read, attempts)
+                got: list[dict] = []
+                found: list[dict] = []
+                self._decode(device, read, values, stamp, got, found)
+                readings.extend(got)
+                events.extend(found)
             except (NoAnswer, BusDown) as exc:
                 silent = str(exc)
                 bus_down = exc if isinstance(exc, BusDown) else None
@@ -255,17 +378,20 @@ class BusPoller:
             except ModbusException as exc:  # an exception response: the device is alive
                 errors.append(str(exc))
                 readings.extend(_bad(read, self.clock()))
-            else:
-                self._decode(device, read, values, stamp, readings, events)
-            if meter.pause_between_requests and i < len(device.reads) - 1:
+            except Exception as exc:  # a bug or a library error: this device's failure, not the bus's
+                silent = self._unexpected(device, read, exc)
+                readings.extend(_bad(read, self.clock()))
+                continue
+            if meter.pause_between_requests and i < len(reads) - 1:
                 await asyncio.sleep(meter.pause_between_requests)
         now = self.clock()
-        due = next_aligned(now, device.interval)
-        if not device.suspect:  # slots between the one due and the next that this poll overran
-            skipped = round((due - device.next_due) / device.interval) - 1
-            if skipped > 0:
-                self.metrics.slots_missed.labels(device.id).inc(skipped)
-        device.next_due = due
+        for g in groups:
+            due = next_aligned(now, g.interval)
+            if not device.suspect:  # slots between the one due and the next that this poll overran
+                skipped = round((due - g.next_due) / g.interval) - 1
+                if skipped > 0:
+                    self.metrics.slots_missed.labels(device.id).inc(skipped)
+            g.next_due = due
         if readings:
             await self.sink.readings(device, readings)
         if events:
@@ -273,9 +399,47 @@ class BusPoller:
         if silent is not None:
             await self._failed(device, silent, now)
         else:
+            if device.suspect:  # back: its other groups go on from their next slot, none counted missed
+                for g in device.groups:
+                    if g.next_due <= now:
+                        g.next_due = next_aligned(now, g.interval)
             await self._answered(device, "; ".join(errors) or None, now)
         if bus_down is not None:
             raise bus_down
+
+    def _unexpected(self, device: Device, read: Read, exc: Exception) -> str:
+        """An error nobody planned for while reading ``device``: counted, logged once with its
+        traceback, and reported as the device's failure (its circuit opens)."""
+        self.metrics.requests.labels(device.id, "error").inc()
+        error = f"internal error reading {read.area.value} {read.address}+{read.count}: {type(exc).__name__}: {exc}"
+        key = (device.id, f"{type(exc).__name__}: {exc}")
+        if key not in self._logged_errors:
+            self._logged_errors.add(key)
+            log.error("%s on %s: %s", device.id, self.bus_key, error, exc_info=exc)
+        else:
+            log.debug("%s on %s: %s", device.id, self.bus_key, error)
+        if self.settles:
+            self._dirty_at = time.monotonic()  # whatever it was, the line may carry an answer nobody reads
+        return error[:500]
+
+    async def _settle(self) -> None:
+        """After a timeout on a bus without transaction ids: wait until the line has been quiet
+        for ``line_quiet`` (a late answer still arriving finishes first) and discard all input."""
+        start = self._dirty_at if self._dirty_at is not None else time.monotonic()
+        give_up = time.monotonic() + self._settle_limit
+        while True:
+            now = time.monotonic()
+            quiet = now - max(self._last_rx, start)
+            if quiet >= self.line_quiet or now >= give_up:
+                break
+            await asyncio.sleep(min(self.line_quiet - quiet, give_up - now))
+        self._dirty_at = None
+        ctx = self.client.ctx
+        ctx.recv_buffer = b""
+        port = getattr(ctx.transport, "sync_serial", None)
+        if port is not None:
+            with contextlib.suppress(Exception):
+                port.reset_input_buffer()  # bytes the OS holds that the event loop has not read yet
 
     async def _request(self, device: Device, read: Read, attempts: int) -> tuple[list, float]:
         """One Modbus request, retried while the bus has slack; returns (values, answer time)."""
@@ -294,6 +458,8 @@ class BusPoller:
                 if not self.fits(device, self.clock()):
                     break
                 await asyncio.sleep(0.02 * attempt)
+            if self._dirty_at is not None:
+                await self._settle()
             t0 = time.perf_counter()
             try:
                 rr = await fn(read.address, count=read.count, device_id=meter.unit_id)
@@ -303,6 +469,8 @@ class BusPoller:
                 garbled = isinstance(exc, ModbusIOException) and "No response" not in str(exc)
                 failure = NoAnswer(_short(exc) if garbled else f"no answer within {meter.timeout:g}s")
                 self._silent_requests += 1
+                if self.settles:
+                    self._dirty_at = time.monotonic()
                 self._maybe_reset_tcp()
                 continue
             except (ConnectionException, OSError) as exc:
@@ -311,6 +479,13 @@ class BusPoller:
             self._latency.observe(time.perf_counter() - t0)
             self._silent_requests = 0
             stamp = self.clock()
+            stray = _mismatch(rr, read, meter.unit_id)
+            if stray is not None:
+                requests.labels(meter.id, "error").inc()
+                failure = StrayFrame(f"{read.area.value} {read.address}+{read.count}: {stray}")
+                if self.settles:
+                    self._dirty_at = time.monotonic()
+                continue
             if rr.isError():
                 requests.labels(meter.id, "exception").inc()
                 code = getattr(rr, "exception_code", None)
@@ -318,12 +493,8 @@ class BusPoller:
                 if code == BUSY:
                     continue
                 raise failure
-            values = rr.bits if read.area.is_bit else rr.registers
-            if len(values) < read.count:
-                requests.labels(meter.id, "error").inc()
-                raise ModbusException(f"{read.area.value} {read.address}: {len(values)} values for {read.count}")
             requests.labels(meter.id, "ok").inc()
-            return values, stamp
+            return (rr.bits if read.area.is_bit else rr.registers), stamp
         raise failure
 
     def _maybe_reset_tcp(self) -> None:
@@ -367,6 +538,8 @@ class BusPoller:
         was = device.state
         device.failures = 0
         device.suspect = False
+        if self._logged_errors:  # a later failure of the same kind is logged again
+            self._logged_errors = {k for k in self._logged_errors if k[0] != device.id}
         device.last_success = now
         device.last_error = error
         device.state = "degraded" if error else "ok"
@@ -389,6 +562,27 @@ class BusPoller:
             if device.state == "down":
                 log.warning("%s is down on %s: %s", device.id, self.bus_key, error)
             await self.sink.health_changed(device, was)
+
+
+def _mismatch(rr, read: Read, unit_id: int) -> str | None:
+    """Why an answer cannot be the answer to ``read`` (None when it can): a frame of another
+    function, unit or size is a late answer to an earlier request."""
+    fc = _FUNCTION_CODES[read.area]
+    got = getattr(rr, "function_code", None)
+    if got is None or got & 0x7F != fc:
+        return f"answer with function code {got} to a request with {fc} (a late answer to an earlier request?)"
+    dev = getattr(rr, "dev_id", unit_id)
+    if dev and unit_id and dev != unit_id:
+        return f"answer from unit {dev} to a request to unit {unit_id}"
+    if rr.isError():
+        return None
+    if read.area.is_bit:
+        n, want = len(rr.bits), 8 * math.ceil(read.count / 8)
+    else:
+        n, want = len(rr.registers), read.count
+    if n != want:
+        return f"{n} values in an answer to a request for {read.count} (a late answer to an earlier request?)"
+    return None
 
 
 def _bad(read: Read, when: float) -> list[dict]:

@@ -1,13 +1,23 @@
 """Forwarding the outbox to the broker: MQTT 5 (or 3.1.1), QoS 1, TLS, retained status, last will.
 
 The publisher owns the broker connection. It connects (reconnecting after any failure with
-exponential back-off and full jitter, so a fleet of gateways does not reconnect in step),
+exponential back-off and jitter, so a fleet of gateways does not reconnect in step),
 announces ``online`` on the retained status topic (its last will says ``offline`` if the
 agent vanishes), then sends sealed outbox messages in order with at most ``max_inflight``
 awaiting their PUBACK, and deletes each message only when its PUBACK arrives. A backlog drains
 at ``drain_rate`` messages per second, so a gateway returning from a long outage does not
 flood the broker. A negative PUBACK (e.g. the broker's ACL refuses the topic) keeps the
 message, is logged and counted, and the publisher backs off and tries again later.
+
+A PUBACK with reason code 16, *No matching subscribers*, is a success for the broker but not
+a delivery: nobody got the message. It happens when the collectors are away, and after a
+broker restart (Mosquitto 2.0 does not restore the shared subscriptions of persistent
+sessions, so until the collectors resubscribe every telemetry message is answered 16 and
+dropped). Such a telemetry or events message stays in the outbox where it is; its stream is
+*held*: nothing more of it is sent until what is in flight has been answered, then its oldest
+message is tried again, alone, after a back-off (1 s doubling to 30 s, jittered). The first
+PUBACK 0 releases the stream and the kept messages follow in order. The other stream is not
+held up. Retained status messages are exempt: the broker keeps them for later subscribers.
 
 paho-mqtt is used directly rather than through aiomqtt: the publisher needs every PUBACK's
 reason code and an immediate failure of in-flight messages when the connection drops, and
@@ -24,6 +34,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -34,7 +45,7 @@ from paho.mqtt.properties import Properties
 from carbonwatch.contracts.payload import PAYLOAD_VERSION, TopicKind, offline_status, topic, utc_iso
 from carbonwatch.contracts.site import Gateway, MqttSettings
 
-from .buffer import EVENTS, TELEMETRY, Message, Outbox
+from .buffer import EVENTS, STREAMS, TELEMETRY, Message, Outbox
 from .metrics import EdgeMetrics
 from .schedule import Backoff, wait_or_stop
 
@@ -42,6 +53,8 @@ log = logging.getLogger("carbonwatch.edge.publisher")
 
 STATUS_MIN_GAP = 1.0  # seconds between status publishes triggered by health changes
 STOP_GRACE = 3.0  # seconds a stopping agent keeps sending what is sealed, while connected
+NO_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code "No matching subscribers": accepted, delivered to nobody
+HOLD_BACKOFF = (1.0, 30.0)  # seconds between retries of a stream nobody subscribes to
 
 
 class ConnectionLost(ConnectionError):
@@ -50,6 +63,16 @@ class ConnectionLost(ConnectionError):
 
 class PublishRejected(RuntimeError):
     """The broker answered a publish with a failure reason code."""
+
+
+@dataclass
+class Hold:
+    """A stream whose messages the broker answered with "no matching subscribers"."""
+
+    since: float  # epoch seconds of the first such answer
+    retry_at: float  # event-loop time of the next try of its oldest message
+    backoff: Backoff = field(default_factory=lambda: Backoff(*HOLD_BACKOFF))
+    answers: int = 0  # messages answered 16 since
 
 
 def tls_context(mqtt_settings: MqttSettings) -> ssl.SSLContext | None:
@@ -164,7 +187,7 @@ class _Connection:
             if reason_code.is_failure:
                 fut.set_exception(PublishRejected(f"broker rejected the message: {reason_code}"))
             else:
-                fut.set_result(None)
+                fut.set_result(getattr(reason_code, "value", 0))  # 0, or 16: no matching subscribers
         self.poke()
 
     def _end(self, exc: Exception) -> None:
@@ -186,7 +209,8 @@ class _Connection:
             raise ConnectionLost(f"no CONNACK from {self.settings.host}:{self.settings.port} in {timeout:g}s") from None
 
     def publish(self, topic_name: str, payload: bytes, retain: bool = False) -> asyncio.Future:
-        """Send with QoS 1; the future resolves on PUBACK, fails on rejection or a lost connection."""
+        """Send with QoS 1; the future resolves to the PUBACK's reason code (0, or 16 when nobody
+        subscribes), fails on a rejection or a lost connection."""
         fut = self.loop.create_future()
         fut.add_done_callback(_retrieved)  # a session that ended early never looks at its futures
         if self.lost.done():
@@ -246,6 +270,9 @@ class Publisher:
         self.connected = False
         self.published_total = 0  # messages acknowledged by the broker
         self.last_error: str | None = None
+        self.holds: dict[str, Hold] = {}  # streams nobody subscribes to, by stream
+        for stream in STREAMS:
+            self.metrics.no_subscribers_since.labels(stream).set(0)
         self._status_wanted = False
         m = gateway.mqtt
         self.client_id = m.client_id or f"cw-{enterprise}-{gateway.id}"
@@ -256,6 +283,11 @@ class Publisher:
             EVENTS: topic(enterprise, gateway.id, TopicKind.EVENTS),
         }
         self.status_topic = topic(enterprise, gateway.id, TopicKind.STATUS)
+
+    def no_subscribers_since(self, stream: str) -> float | None:
+        """Since when (epoch seconds) the broker has had no subscriber for ``stream``, if it has none."""
+        hold = self.holds.get(stream)
+        return None if hold is None else hold.since
 
     def request_status(self) -> None:
         """Publish the status soon (a device's health changed)."""
@@ -309,12 +341,16 @@ class Publisher:
         pub = self.gateway.publish
         pacer = _Pacer(pub.drain_rate, pub.max_inflight)
         inflight: dict[int, tuple[Message, asyncio.Future]] = {}
-        after = 0  # highest message id sent on this connection
+        after = dict.fromkeys(STREAMS, 0)  # per stream, the highest seq sent on this connection
+        rewind: set[str] = set()  # held streams to send again from their oldest message
         status_futs: list[asyncio.Future] = [conn.publish(self.status_topic, self.status(), retain=True)]
         loop = asyncio.get_running_loop()
+        for hold in self.holds.values():  # a new connection: try a held stream at once
+            hold.retry_at = loop.time()
         next_status = loop.time() + self.status_interval
         last_status = loop.time()
         grace_until = None
+        idle = False  # the last look found nothing to send
         while True:
             if stop.is_set():
                 # Stopping: seal what the pollers left and send it for a moment, so a clean
@@ -322,7 +358,8 @@ class Publisher:
                 if grace_until is None:
                     grace_until = loop.time() + STOP_GRACE
                     await self.outbox.aseal(force=True)
-                if (not inflight and self.outbox.depth == 0) or loop.time() >= grace_until:
+                    idle = False
+                if (not inflight and idle) or loop.time() >= grace_until:
                     break
             self.wakeup.clear()
             # Harvest acknowledgements, in order of sending.
@@ -330,9 +367,14 @@ class Publisher:
             for mid in [i for i, (_, f) in inflight.items() if f.done()]:
                 message, fut = inflight.pop(mid)
                 exc = fut.exception()
-                if exc is None:
+                if exc is None and fut.result() == NO_SUBSCRIBERS:
+                    self.metrics.publishes.labels(message.stream, "no_subscribers").inc()
+                    self._nobody(message, loop.time())
+                    rewind.add(message.stream)
+                elif exc is None:
                     acked.append(mid)
                     self.metrics.publishes.labels(message.stream, "acked").inc()
+                    self._release(message.stream)
                 elif isinstance(exc, PublishRejected):
                     self.metrics.publishes.labels(message.stream, "rejected").inc()
                     raise PublishRejected(f"{message.stream} seq {message.seq}: {exc}")
@@ -350,17 +392,43 @@ class Publisher:
                 self._status_wanted = False
                 status_futs.append(conn.publish(self.status_topic, self.status(), retain=True))
                 next_status, last_status = now + self.status_interval, now
-            # Send more, within the window and the drain rate.
+            # Send more, within the window and the drain rate. A held stream sends nothing until
+            # its messages in flight are answered, then its oldest message alone, when due.
+            flying = {m.stream for m, _ in inflight.values()}
+            for stream in rewind - flying:
+                after[stream] = 0  # nothing of it in flight: its oldest kept message goes first
+            rewind &= flying
+            wanted: dict[str, int] = {}
+            retry = None  # loop time of the next try of a held stream
+            for stream in STREAMS:
+                hold = self.holds.get(stream)
+                if stream in rewind:
+                    continue
+                if hold is None:
+                    wanted[stream] = after[stream]
+                elif stream not in flying:
+                    if now >= hold.retry_at:
+                        wanted[stream] = after[stream]
+                    else:
+                        retry = hold.retry_at if retry is None else min(retry, hold.retry_at)
             pause = None
             free = pub.max_inflight - len(inflight)
-            if free > 0:
-                for message in await self.outbox.apeek(after, free):
+            idle = not inflight and not wanted
+            if free > 0 and wanted:
+                candidates = await self.outbox.apeek_streams(wanted, free)
+                idle = not inflight and not candidates
+                sent_held: set[str] = set()
+                for message in candidates:
+                    if message.stream in self.holds and (message.stream in sent_held or message.stream in flying):
+                        continue  # a held stream tries one message at a time
                     pause = pacer.wait()
                     if pause:
                         break
                     envelope_bytes = envelope(self.enterprise, self.gateway.id, message)
                     inflight[message.id] = (message, conn.publish(self._topics[message.stream], envelope_bytes))
-                    after = message.id
+                    after[message.stream] = message.seq
+                    if message.stream in self.holds:
+                        sent_held.add(message.stream)
                 else:
                     pause = None
             timeout = next_status - loop.time()
@@ -370,9 +438,45 @@ class Publisher:
                 timeout = min(timeout, last_status + STATUS_MIN_GAP - loop.time())
             if pause:
                 timeout = min(timeout, pause)
+            if retry is not None:
+                timeout = min(timeout, retry - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), max(0.0, timeout))
         await self._goodbye(conn, inflight)
+
+    def _nobody(self, message: Message, now: float) -> None:
+        """The broker had no subscriber for ``message``: hold its stream and try again later."""
+        hold = self.holds.get(message.stream)
+        if hold is None:
+            hold = self.holds[message.stream] = Hold(since=time.time(), retry_at=now)
+            self.metrics.no_subscribers_since.labels(message.stream).set(hold.since)
+        hold.answers += 1
+        if now >= hold.retry_at:  # the first answer of this try: the next try after a back-off
+            delay = hold.backoff.next_delay()
+            hold.retry_at = now + delay
+            level = logging.WARNING if hold.answers == 1 else logging.INFO
+            log.log(
+                level,
+                "no subscriber for %s (seq %d answered 'No matching subscribers'); %d messages kept, "
+                "trying again in %.1fs",
+                message.stream,
+                message.seq,
+                self.outbox.depth,
+                delay,
+            )
+
+    def _release(self, stream: str) -> None:
+        """A message of ``stream`` was delivered: it has subscribers again."""
+        hold = self.holds.pop(stream, None)
+        if hold is None:
+            return
+        self.metrics.no_subscribers_since.labels(stream).set(0)
+        log.info(
+            "%s has a subscriber again after %.0fs without; sending the %d kept messages",
+            stream,
+            time.time() - hold.since,
+            self.outbox.depth,
+        )
 
     def _harvest_status(self, futs: list[asyncio.Future]) -> list[asyncio.Future]:
         keep = []
@@ -392,7 +496,11 @@ class Publisher:
         waiting = [f for _, f in inflight.values()] + [offline]
         with contextlib.suppress(Exception):
             await asyncio.wait(waiting, timeout=2.0)
-        acked = [mid for mid, (_, f) in inflight.items() if f.done() and not f.cancelled() and f.exception() is None]
+        acked = [
+            mid
+            for mid, (_, f) in inflight.items()
+            if f.done() and not f.cancelled() and f.exception() is None and f.result() != NO_SUBSCRIBERS
+        ]
         if acked:
             await self.outbox.aack(acked)
             self.published_total += len(acked)

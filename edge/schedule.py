@@ -14,7 +14,11 @@ def next_aligned(now: float, interval: float) -> float:
 
 
 class Backoff:
-    """Exponential back-off with full jitter, so a fleet of gateways does not reconnect in step."""
+    """Exponential back-off with jitter, so a fleet of gateways does not reconnect in step.
+
+    The step doubles from ``initial`` up to ``maximum``; each delay is the current step times a
+    random factor between 0.5 and 1.5, and never more than ``maximum``.
+    """
 
     def __init__(self, initial: float = 1.0, maximum: float = 300.0) -> None:
         self.initial = initial
@@ -22,7 +26,7 @@ class Backoff:
         self._current = initial
 
     def next_delay(self) -> float:
-        delay = self._current * random.uniform(0.5, 1.5)
+        delay = min(self._current * random.uniform(0.5, 1.5), self.maximum)
         self._current = min(self._current * 2, self.maximum)
         return delay
 

@@ -18,9 +18,11 @@ import random
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from carbonwatch.contracts.site import Area, DataType, Meter, Order, SimulationSpec
 
@@ -80,11 +82,28 @@ class Faults:
     drop_next: int = 0  # leave the next N requests unanswered (a deterministic timeout)
     exception_code: int | None = None  # answer every request with this Modbus exception code
     delay: float = 0.0  # seconds before answering (a slow device)
+    delay_next: list[float] = field(default_factory=list)  # delays of the next requests, one each, before `delay`
     zero_once: set[str] = field(default_factory=set)  # channels that read 0 on their next read only
 
     def clear(self) -> None:
         self.dead, self.drop_rate, self.drop_next, self.exception_code, self.delay = False, 0.0, 0, None, 0.0
+        self.delay_next.clear()
         self.zero_once.clear()
+
+    def next_delay(self) -> float:
+        """Seconds to wait before answering the request that just arrived."""
+        return self.delay_next.pop(0) if self.delay_next else self.delay
+
+
+class Request(NamedTuple):
+    """A request as the simulated meter received it (for tests: counts, order, spacing)."""
+
+    t: float  # arrival, epoch seconds
+    area: Area
+    address: int  # protocol address (for coils and discrete inputs, of the first bit)
+    count: int  # registers (for coils and discrete inputs, the 16-bit words of bits touched)
+    answered: bool  # False when a fault left it unanswered
+    delay: float  # seconds the answer was held back
 
 
 class SimulatedMeter:
@@ -98,6 +117,7 @@ class SimulatedMeter:
         self.clock = clock
         self.faults = Faults()
         self.requests = 0  # requests answered with data
+        self.request_log: deque[Request] = deque(maxlen=10_000)  # every read request received, in order
         self._rng = random.Random(spec.seed)
         self._noise = noise_source(spec.seed + 1)
         self._lock = threading.Lock()

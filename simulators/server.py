@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pymodbus.simulator import SimData, SimDevice
 
 from carbonwatch.contracts.site import Area, Meter, SerialConnection, Site, TcpConnection
 
-from .meters import SimulatedMeter
+from .meters import Request, SimulatedMeter
 from .serial import PtyPair
 
 log = logging.getLogger("carbonwatch.simulators")
@@ -89,13 +90,18 @@ def sim_device(sim: SimulatedMeter) -> SimDevice:
 
     async def action(func_code, start_address, address, count, registers, set_values):
         faults = sim.faults
-        if sim.drops_request():
+        area = _FC_AREA.get(func_code)
+        arrived = time.time()
+        dropped = sim.drops_request()
+        delay = 0.0 if dropped else faults.next_delay()
+        if area is not None and set_values is None:
+            sim.request_log.append(Request(arrived, area, address, count, not dropped, delay))
+        if dropped:
             raise NoSuchIdException("simulated: no answer")
-        if faults.delay:
-            await asyncio.sleep(faults.delay)
+        if delay:
+            await asyncio.sleep(delay)
         if faults.exception_code is not None:
             return ExcCodes(faults.exception_code)
-        area = _FC_AREA.get(func_code)
         if area is None or set_values is not None:
             return None
         sim.requests += 1

@@ -3,7 +3,9 @@
 Simulated meters (``carbonwatch simulate``, its own process) behind two TCP gateways, each
 meter 100 points in 160 contiguous registers (float32, uint32 counters, uint16 gauges), polled
 every 100 ms by the real agent (``carbonwatch edge``, its own process) through its outbox to a
-private Mosquitto. Measured from the agent's own Prometheus metrics and /proc:
+private Mosquitto, where a subscriber takes every message (without one the broker answers
+"no matching subscribers" and the agent keeps its messages). Measured from the agent's own
+Prometheus metrics and /proc:
 
 - merged reads (the read plan): point-reads/s, requests per meter poll against the minimum the
   125-register limit allows (ceil(160 / 125) = 2), agent CPU, peak RSS;
@@ -25,11 +27,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from carbonwatch.contracts.site import Site
@@ -81,6 +86,29 @@ def site_doc(meters_per_gateway: int, gateways: int, broker_port: int, folder: P
             }
         ],
     }
+
+
+class Drain:
+    """A subscriber that takes everything under cw/v1/# (QoS 0) and counts it: the collector's place."""
+
+    def __init__(self, port: int) -> None:
+        self.messages = 0
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-drain", protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe("cw/v1/#", qos=0)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._count
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the bench's subscriber got no SUBACK")
+
+    def _count(self, client, userdata, msg) -> None:
+        self.messages += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -145,6 +173,7 @@ def run_agent(doc: dict, folder: Path, warmup: float, duration: float) -> dict:
         "agent_rss_mb": rss,
         "agent_peak_rss_mb": peak,
         "published_messages_per_s": delta("carbonwatch_edge_mqtt_publishes_total:result=acked") / wall,
+        "no_subscriber_answers": m1.get("carbonwatch_edge_mqtt_publishes_total:result=no_subscribers", 0.0),
         "missed_slots_per_s": delta("carbonwatch_edge_poll_slots_missed_total") / wall,
         "buffer_messages_at_end": m1.get("carbonwatch_edge_buffer_messages", math.nan),
     }
@@ -166,6 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cw-bench-edge-") as tmp:
         folder = Path(tmp)
         broker = LocalMosquitto(folder / "mosquitto").start()
+        drain = Drain(broker.port)
         sim = None
         try:
             merged = site_doc(per_gateway, gateways, broker.port, folder, per_point=False)
@@ -202,6 +232,7 @@ def main() -> None:
                 sim.send_signal(signal.SIGINT)
                 sim.wait(30)
                 sim_log.close()
+            drain.close()
             broker.stop()
 
     plan, base = results["read_plan"], results["one_request_per_point"]
@@ -219,6 +250,7 @@ def main() -> None:
         "read_plan": plan,
         "one_request_per_point": base,
         "planned_requests_per_poll": sorted(planned),
+        "delivered_messages": drain.messages,
         "minimum_requests_per_poll": minimum,
         "request_count_at_minimum": planned == {minimum} and abs(plan["requests_per_poll"] - minimum) < 0.05,
         "point_reads_per_s_ratio": plan["point_reads_per_s"] / base["point_reads_per_s"],

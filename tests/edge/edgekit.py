@@ -57,14 +57,17 @@ def localise_sample(
 
 
 class Subscriber:
-    """Records every message under cw/v1/# (MQTT 5, QoS 1) in arrival order.
+    """Records every message under ``topic`` (default cw/v1/#; MQTT 5, QoS 1) in arrival order.
 
     It keeps a persistent session (clean start off, an hour's expiry) and resubscribes on every
-    connect, so messages published while it is cut off by a broker restart wait for it.
+    connect, so messages published while it is cut off by a broker restart wait for it (and a
+    shared subscription, ``$share/group/...``, which Mosquitto does not restore after a restart,
+    is made again). :meth:`pause` and :meth:`resume` keep it away for a while.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, topic: str = "cw/v1/#") -> None:
         self.messages: list[tuple[str, dict, bool]] = []  # (kind, document, retained)
+        self.topic = topic
         self._lock = threading.Lock()
         subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -72,7 +75,7 @@ class Subscriber:
         )
         self.client.reconnect_delay_set(0.2, 1.0)
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, *a: c.subscribe("cw/v1/#", qos=1)
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: subscribed.set()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
@@ -80,6 +83,19 @@ class Subscriber:
         self.client.loop_start()
         if not subscribed.wait(10):
             raise AssertionError("test subscriber got no SUBACK")
+
+    def pause(self) -> None:
+        """Stop talking to the broker (no reconnects) until :meth:`resume`."""
+        self.client.loop_stop()
+
+    def resume(self) -> None:
+        """Reconnect (same session) and subscribe again."""
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.reconnect()
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise AssertionError("test subscriber got no SUBACK after resuming")
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:

@@ -215,11 +215,11 @@ def test_a_crashed_bus_task_is_logged_counted_announced_and_restarted(tmp_path, 
         real_poll = poller.poll
         crashes = []
 
-        async def poll_that_crashes_once(device):
+        async def poll_that_crashes_once(device, *groups):
             if not crashes:
                 crashes.append(device.id)
                 raise RuntimeError("simulated bug in a bus task")
-            await real_poll(device)
+            await real_poll(device, *groups)
 
         poller.poll = poll_that_crashes_once
         stop = asyncio.Event()
