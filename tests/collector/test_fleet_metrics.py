@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 from fleet import counter_names, make_site, reading, register, series, telemetry
 
@@ -14,19 +13,12 @@ from carbonwatch.collector.intervals import IntervalBuilder
 from carbonwatch.collector.metrics import CollectorMetrics
 from carbonwatch.collector.registry import Registry
 from carbonwatch.collector.validate import Message, parse_message
-from carbonwatch.collector.writer import prepare, write_batch
+from carbonwatch.collector.writer import write_batch
 
 
 def deliver(conn, db_url, messages) -> None:
     registry = Registry(db_url)
     write_batch(conn, [parse_message(Message(t, p, 1, 1), registry, 600.0) for t, p in messages])
-
-
-@pytest.fixture
-def conn(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        prepare(c)
-        yield c
 
 
 def test_gateway_state_and_completeness_come_from_the_database(db_url, conn):

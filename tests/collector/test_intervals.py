@@ -8,7 +8,6 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import psycopg
 import pytest
 from fleet import counter_names, make_site, reading, register, telemetry
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,7 @@ from carbonwatch.collector.metrics import CollectorMetrics
 from carbonwatch.collector.registry import Registry
 from carbonwatch.collector.rollups import refresh_continuous_aggregates
 from carbonwatch.collector.validate import Message, parse_message
-from carbonwatch.collector.writer import prepare, write_batch
+from carbonwatch.collector.writer import write_batch
 from carbonwatch.contracts.site import Site
 
 T0 = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)  # 23:00 Beijing: days and a month turn over soon after
@@ -34,13 +33,6 @@ def site(db_url):
     s = make_site(gateways=1, points=8)
     register(db_url, s)
     return s
-
-
-@pytest.fixture
-def conn(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        prepare(c)
-        yield c
 
 
 def deliver(conn, db_url, site, readings, seq=0):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from carbonwatch.collector.registry import Registry
 from carbonwatch.collector.sequence import fold_received, open_gaps
 from carbonwatch.collector.validate import Message, parse_message
-from carbonwatch.collector.writer import prepare, write_batch
+from carbonwatch.collector.writer import write_batch
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = timedelta(0)  # no grace: a hole is a gap as soon as a later message is in
@@ -27,13 +27,6 @@ def site(db_url):
     s = make_site(gateways=2, points=2)
     register(db_url, s)
     return s
-
-
-@pytest.fixture
-def conn(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        prepare(c)
-        yield c
 
 
 def deliver(db_url, conn, site, gateway: int, seqs) -> None:

@@ -16,7 +16,7 @@ from carbonwatch.collector.copy_format import encode_readings
 from carbonwatch.collector.registry import Registry
 from carbonwatch.collector.timebase import month_slots
 from carbonwatch.collector.validate import Message, parse_message
-from carbonwatch.collector.writer import DirectCopy, prepare, write_batch, write_isolating
+from carbonwatch.collector.writer import DirectCopy, write_batch, write_isolating
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
 
@@ -26,13 +26,6 @@ def site(db_url):
     s = make_site(gateways=2, points=8)
     register(db_url, s)
     return s
-
-
-@pytest.fixture
-def conn(db_url):
-    with psycopg.connect(db_url, autocommit=True) as c:
-        prepare(c)
-        yield c
 
 
 def parsed(db_url, messages):
