@@ -52,7 +52,7 @@ from carbonwatch.contracts.site import Area, Kind, Meter, SerialConnection, TcpC
 from .counters import CounterGuard
 from .metrics import EdgeMetrics
 from .plan import Read, plan_reads
-from .registers import decimals, decode, is_plausible, to_engineering
+from .registers import decimals, decode_point, is_plausible, to_engineering
 from .schedule import Backoff, next_aligned, wait_or_stop
 
 log = logging.getLogger("carbonwatch.edge.poller")
@@ -512,7 +512,7 @@ class BusPoller:
             if read.area.is_bit:
                 value = 1.0 if values[offset] else 0.0
             else:
-                raw = decode(values[offset : offset + point.registers], point.type, point.byte_order, point.word_order)
+                raw = decode_point(values[offset : offset + point.registers], point)
                 value = to_engineering(raw, point.scale, point.offset, self._digits[point.id])
             if not is_plausible(value):
                 readings.append({"p": point.id, "t": t, "v": None, "q": "bad"})

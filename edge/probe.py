@@ -1,11 +1,13 @@
 """``carbonwatch probe``: read raw registers from an unknown meter and print every decoding.
 
 Word order and off-by-one addresses are the commonest trouble when mapping a new meter. The
-probe reads a window of registers once and prints, for each start address, every type in
-every byte/word order, labelled ABCD/CDAB/BADC/DCBA with the ``byte_order``/``word_order``
-to copy into the site file, so the user can spot the value the meter's display shows.
-Over Modbus TCP (``--host``) or RTU on a serial port (``--serial``); coils and discrete
-inputs print their bits.
+probe reads a window of registers once and prints each register (hex, uint16, int16, its two
+bytes, as two characters of text, the bits set in it), the window as text in both byte orders
+(a serial number or model name), then, for each start address, every type in every byte/word
+order, labelled ABCD/CDAB/BADC/DCBA (ABCDEF... for 48-bit, high/low for 8-bit halves) with the
+``byte_order``/``word_order``/``byte``/``bit`` to copy into the site file, so the user can spot
+the value the meter's display shows. Over Modbus TCP (``--host``) or RTU on a serial port
+(``--serial``); coils and discrete inputs print their bits.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import asyncio
 
 from pymodbus.exceptions import ModbusException
 
-from carbonwatch.contracts.site import SerialConnection, TcpConnection
+from carbonwatch.contracts.site import Order, SerialConnection, TcpConnection
 
 from .poller import make_client
-from .registers import decode_all
+from .registers import as_text, decode_all, set_bits
 
 _ORDERS = {
     "AB": "byte_order: big",
@@ -27,22 +29,47 @@ _ORDERS = {
     "CDAB": "byte_order: big,    word_order: little",
     "BADC": "byte_order: little, word_order: big",
     "DCBA": "byte_order: little, word_order: little",
+    "ABCDEF": "byte_order: big,    word_order: big",
+    "EFCDAB": "byte_order: big,    word_order: little",
+    "BADCFE": "byte_order: little, word_order: big",
+    "FEDCBA": "byte_order: little, word_order: little",
     "ABCDEFGH": "byte_order: big,    word_order: big",
     "GHEFCDAB": "byte_order: big,    word_order: little",
     "BADCFEHG": "byte_order: little, word_order: big",
     "HGFEDCBA": "byte_order: little, word_order: little",
+    "high": "byte: high",
+    "low": "byte: low",
 }
 
 
+def _bits(register: int) -> str:
+    return ",".join(str(b) for b in set_bits(register)) or "-"
+
+
 def format_decodings(start: int, registers: list[int]) -> str:
-    lines = [f"raw registers from protocol address {start} ({len(registers)}):"]
+    lines = [
+        f"raw registers from protocol address {start} ({len(registers)}):",
+        "                 hex  uint16   int16  high  low  text  bits set (0 = least significant)",
+    ]
     for i, r in enumerate(registers):
-        lines.append(f"  [{start + i}] 0x{r:04X}  {r:6d}")
+        int16 = r - 65536 if r >= 32768 else r
+        lines.append(
+            f"  [{start + i}]".ljust(14)
+            + f"0x{r:04X}  {r:6d}  {int16:6d}  {r >> 8:4d} {r & 0xFF:4d}  {as_text([r])!s:<4}  {_bits(r)}"
+        )
+    if registers:
+        lines.append("\nas text (a serial number or model name; strings are not readings, see docs/edge.md):")
+        lines.append(f'  high byte first (byte_order: big):    "{as_text(registers, Order.BIG)}"')
+        lines.append(f'  low byte first  (byte_order: little): "{as_text(registers, Order.LITTLE)}"')
     for offset in range(len(registers)):
         lines.append(f"\nvalue starting at address {start + offset} (address_base 0; {start + offset + 1} if 1-based):")
         for dtype, label, value in decode_all(registers[offset:]):
             shown = f"{value:.9g}" if isinstance(value, float) else str(value)
             lines.append(f"  {dtype:<8} {label:<8} {shown:>26}   type: {dtype}, {_ORDERS[label]}")
+        lines.append(
+            f"  {'bool':<8} {'bits':<8} {_bits(registers[offset]):>26}   type: bool, bit: N"
+            "   (each set bit N, 0 = least significant, is a point of its own)"
+        )
     return "\n".join(lines)
 
 

@@ -2,8 +2,10 @@
 
 A :class:`SimulatedMeter` serves a :class:`~.models.MeterModel`: a named one (the site file's
 ``simulation.model``) or the ``auto`` model built from the meter's own points. Counters
-integrate the meter's load, gauges follow it. Values are encoded into registers here with
-:mod:`struct`, independently of the agent's decoder, so a test that compares the two checks both.
+integrate the meter's load, gauges follow it. Values are encoded into registers here (integers
+as two's complement bytes, floats with :mod:`struct`, bits and bytes shifted into place and
+OR-ed into their register), independently of the agent's decoder, so a test that compares the
+two checks both.
 
 Tests and users steer a meter by channel name or by site-file point id: :meth:`hold` freezes a
 channel at a value, :meth:`set_value` moves a counter, :meth:`replace` restarts a counter as a
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from carbonwatch.contracts.site import Area, DataType, Meter, Order, SimulationSpec
+from carbonwatch.contracts.site import Area, DataType, Half, Meter, Order, SimulationSpec
 
 from .models import (
     BEIJING,
@@ -39,32 +41,28 @@ from .models import (
     profile_factor,
 )
 
-_STRUCT = {
-    DataType.INT16: "h",
-    DataType.UINT16: "H",
-    DataType.INT32: "i",
-    DataType.UINT32: "I",
-    DataType.INT64: "q",
-    DataType.UINT64: "Q",
-    DataType.FLOAT32: "f",
-    DataType.FLOAT64: "d",
-}
+_FLOAT = {DataType.FLOAT32: "f", DataType.FLOAT64: "d"}
 
 
 def encode(value: float, point) -> list[int]:
-    """Registers a real meter would hold for an engineering value of ``point`` (a Point or Channel)."""
+    """Registers a real meter would hold for an engineering value of ``point`` (a Point or Channel).
+
+    A bool with a ``bit`` and an 8-bit value with a ``byte`` give their register with only their
+    own bits set, so that the channels sharing a register combine with ``|``.
+    """
     dtype = point.type
     raw = (value - point.offset) / point.scale if point.scale else 0.0
     if dtype is DataType.BOOL:
-        return [1 if raw else 0]
-    if not dtype.is_float:
-        bits = dtype.bits
-        n = round(raw) % (1 << bits)  # an integer register wraps at its width, like the hardware
-        if not dtype.is_unsigned and n >= 1 << (bits - 1):
-            n -= 1 << bits
-        data = struct.pack(">" + _STRUCT[dtype], n)
+        on = 1 if raw else 0
+        return [on << point.bit] if getattr(point, "bit", None) is not None else [on]
+    if dtype.is_float:
+        data = struct.pack(">" + _FLOAT[dtype], raw)
     else:
-        data = struct.pack(">" + _STRUCT[dtype], raw)
+        # Two's complement at the register's width; an integer register wraps like the hardware.
+        n = round(raw) % (1 << dtype.bits)
+        if dtype.bits == 8:
+            return [n << 8 if point.byte is Half.HIGH else n]
+        data = n.to_bytes(dtype.bits // 8, "big")
     words = [data[i : i + 2] for i in range(0, len(data), 2)]
     if point.byte_order is Order.LITTLE:
         words = [w[::-1] for w in words]
@@ -143,9 +141,11 @@ class SimulatedMeter:
             if p.id == name:
                 addr = self.meter.protocol_address(p)
                 for c in self._by_area[p.area]:
-                    if c.address == addr:
+                    if c.address == addr and c.bit == p.bit and c.byte == p.byte:
                         return c
-                raise KeyError(f"point {name!r} reads {p.area.value} {addr}, where model {self.model.name} has nothing")
+                where = f"{p.area.value} {addr}" + (f" bit {p.bit}" if p.bit is not None else "")
+                where += f" {p.byte.value} byte" if p.byte is not None else ""
+                raise KeyError(f"point {name!r} reads {where}, where model {self.model.name} has nothing")
         raise KeyError(f"meter {self.meter.id} ({self.model.name}) has no channel or point {name!r}")
 
     # --- the physics ------------------------------------------------------------------------
@@ -255,7 +255,12 @@ class SimulatedMeter:
                 else:
                     regs = encode(self._value(c), c)
                 for i, r in enumerate(regs):
-                    image[c.address + i] = r
+                    # bits of one status word, the two bytes of one register: combined
+                    image[c.address + i] = image.get(c.address + i, 0) | r
+            for text in self.model.texts:
+                if text.area is area and text.address < end and text.address + text.registers > start:
+                    for i, r in enumerate(text.encode()):
+                        image[text.address + i] = r
         return image
 
     def drops_request(self) -> bool:

@@ -3,9 +3,11 @@
 Each model is a device with its own register map, as a real meter has one whatever the agent
 is told: a site file that maps a register with the wrong type or word order reads garbage
 from the simulator exactly as it would from the real meter, and ``carbonwatch probe`` finds
-the right entry. Between them the five models use every data type (int16 .. uint64, float32,
-float64), all four byte/word orders, scale and offset, coils, discrete inputs, holding and
-input registers.
+the right entry. Between them the five models use every data type (int8 .. uint64, float32,
+float64, bool), all four byte/word orders, scale and offset, coils, discrete inputs, holding and
+input registers, single bits of a status word (``bit``), the two halves of a register
+(``byte``), 48-bit counters, and text registers (a model name and serial number, which are not
+channels: strings are never readings, but ``carbonwatch probe`` shows them).
 
 A channel's value comes from the meter's *load* (its main rate, in the main counter's unit per
 hour, following a load profile in Beijing time): counters integrate a share of it, gauges are
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from carbonwatch.contracts.site import Area, DataType, Direction, Kind, Meter, Order, Point
+from carbonwatch.contracts.site import EIGHT_BIT, Area, DataType, Direction, Half, Kind, Meter, Order, Point
 
 BEIJING = timedelta(hours=8)
 PROFILES = ("process", "office", "shift", "solar", "flat")
@@ -96,6 +98,8 @@ class Channel:
     scale: float = 1.0
     offset: float = 0.0
     site: dict = field(default_factory=dict)  # extra site-file fields: carrier, direction, renewable...
+    bit: int | None = None  # a bool in a register area: its bit (0 = least significant)
+    byte: Half | None = None  # an 8-bit value: the register's high or low byte
 
     @property
     def kind(self) -> Kind:
@@ -117,12 +121,31 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class Text:
+    """A fixed string in the register map (model name, serial number): ASCII, two characters a
+    register, high byte first, padded with NUL. Not a channel: strings are never readings."""
+
+    name: str
+    area: Area
+    address: int
+    registers: int
+    value: str
+
+    def encode(self) -> list[int]:
+        raw = self.value.encode("ascii").ljust(2 * self.registers, b"\0")
+        if len(raw) > 2 * self.registers:
+            raise ValueError(f"{self.name} {self.value!r} is longer than {self.registers} registers")
+        return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+@dataclass(frozen=True)
 class MeterModel:
     name: str
     description: str
     profile: str
     base: float  # default mean load, main counter unit per hour
     channels: tuple[Channel, ...]
+    texts: tuple[Text, ...] = ()
 
     def channel(self, name: str) -> Channel:
         for c in self.channels:
@@ -183,9 +206,31 @@ THREE_PHASE_METER = MeterModel(
             scale=0.01,
             site={"carrier": "electricity", "direction": "export"},
         ),
+        # Status word: one alarm per bit (bit 15 is the sign bit of an int16: decoding must not care).
+        _ch("alarm_voltage_loss", "holding", 20, "bool", "state", Gauge(lambda load, n: 0.0), bit=0),
+        _ch("alarm_reverse_power", "holding", 20, "bool", "state", Gauge(lambda load, n: 0.0), bit=3),
+        _ch("alarm_clock_battery", "holding", 20, "bool", "state", Gauge(lambda load, n: 1.0), bit=15),
+        # One register, two values: the time-of-use tariff in force (1 peak .. 4 valley) and the
+        # meter's internal temperature, signed.
+        _ch("tariff", "holding", 21, "uint8", "tariff", Gauge(lambda load, n: 2.0), byte=Half.HIGH),
+        _ch(
+            "internal_temperature_c",
+            "holding",
+            21,
+            "int8",
+            "degC",
+            Gauge(lambda load, n: round(n(31.0, 1.0))),
+            byte=Half.LOW,
+        ),
+        # Reactive import in varh on a 48-bit register, low word first.
+        _ch("reactive_import_kvarh", "holding", 22, "uint48", "kvarh", Counter(0.3), word_order=LITTLE, scale=0.001),
         # High-resolution import register (Wh, signed 64-bit), a cross-check of import_kwh.
         _ch("import_total_kwh", "holding", 32, "int64", "kWh", Mirror("import_kwh", 1.0), scale=0.001),
         _ch("pulse_output", "coil", 0, "bool", "state", Gauge(lambda load, n: 1.0)),
+    ),
+    (
+        Text("model_name", Area.HOLDING, 40, 8, "CW-3P4W-100"),
+        Text("serial_number", Area.HOLDING, 48, 8, "SN2026-000042"),
     ),
 )
 
@@ -276,6 +321,21 @@ BELT_SCALE = MeterModel(
         _ch("rate_th", "holding", 4, "float32", "t/h", Gauge(lambda load, n: n(load, 0.03))),
         _ch("speed_ms", "holding", 6, "uint16", "m/s", Gauge(lambda load, n: 2.5 if load > 0 else 0.0), scale=0.01),
         _ch("load_kgm", "holding", 7, "int16", "kg/m", Gauge(lambda load, n: n(load / 9.0, 0.05)), scale=0.1),
+        # Status word: belt slip (bit 0) and overload (bit 7) alarms.
+        _ch("alarm_belt_slip", "holding", 8, "bool", "state", Gauge(lambda load, n: 0.0), bit=0),
+        _ch("alarm_overload", "holding", 8, "bool", "state", Gauge(lambda load, n: 0.0), bit=7),
+        # Belt load in % of rated (low byte; the high byte is unused) and a signed 48-bit net
+        # totaliser in kg on byte-swapped registers.
+        _ch(
+            "load_percent",
+            "holding",
+            9,
+            "uint8",
+            "%",
+            Gauge(lambda load, n: min(255.0, round(load * 2.0))),
+            byte=Half.LOW,
+        ),
+        _ch("net_total_t", "holding", 10, "int48", "t", Mirror("total_t", 1.0), byte_order=LITTLE, scale=0.001),
         _ch("belt_running", "coil", 0, "bool", "state", Gauge(lambda load, n: 1.0 if load > 0 else 0.0)),
         _ch("calibration_due", "discrete", 0, "bool", "state", Gauge(lambda load, n: 0.0)),
     ),
@@ -351,8 +411,10 @@ def _auto_source(point: Point, main: str | None) -> Source:
             return Counter(0.05, "solar")
         return Counter(1.0 if point.id == main else 0.2)
     unit = point.unit
-    if point.area.is_bit:
+    if point.type is DataType.BOOL:
         return Gauge(lambda load, n: 1.0)
+    if point.type in EIGHT_BIT:  # an 8-bit half holds at most 255 (127 signed) counts
+        return Gauge(lambda load, n: point.offset + point.scale * round(n(100.0, 20.0)))
     if unit == "V":
         return Gauge(lambda load, n: n(230.0, 3.0))
     if unit == "A":
@@ -380,6 +442,8 @@ def auto_model(meter: Meter) -> MeterModel:
             p.word_order,
             p.scale,
             p.offset,
+            bit=p.bit,
+            byte=p.byte,
         )
         for p in meter.points
     )
@@ -395,6 +459,10 @@ def template_points(model: MeterModel, prefix: str, address_base: int = 0) -> li
             p["area"] = c.area.value
         p["address"] = c.address + address_base
         p["type"] = c.type.value
+        if c.bit is not None:
+            p["bit"] = c.bit
+        if c.byte is not None:
+            p["byte"] = c.byte.value
         if c.byte_order is not BIG:
             p["byte_order"] = c.byte_order.value
         if c.word_order is not BIG:

@@ -74,10 +74,10 @@ class _SerialServer(_Handlers, ModbusSerialServer):
 
 
 def _span(sim: SimulatedMeter, area: Area) -> tuple[int, int]:
-    channels = [c for c in sim.model.channels if c.area is area]
-    if not channels:
+    places = [(c.address, c.registers) for c in (*sim.model.channels, *sim.model.texts) if c.area is area]
+    if not places:
         return 0, 1  # pymodbus wants every area defined; an unused one holds one register
-    return min(c.address for c in channels), max(c.address + c.registers for c in channels)
+    return min(a for a, _ in places), max(a + n for a, n in places)
 
 
 def sim_device(sim: SimulatedMeter) -> SimDevice:

@@ -172,10 +172,14 @@ class Area(StrEnum):
 
 class DataType(StrEnum):
     BOOL = "bool"
+    INT8 = "int8"
+    UINT8 = "uint8"
     INT16 = "int16"
     UINT16 = "uint16"
     INT32 = "int32"
     UINT32 = "uint32"
+    INT48 = "int48"
+    UINT48 = "uint48"
     INT64 = "int64"
     UINT64 = "uint64"
     FLOAT32 = "float32"
@@ -183,12 +187,14 @@ class DataType(StrEnum):
 
     @property
     def registers(self) -> int:
-        """Width in 16-bit registers (a bool occupies one bit of a coil/discrete area)."""
-        return {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}.get(self.value, 4)
+        """Width in 16-bit registers. A bool is one bit of a coil/discrete area, or (with ``bit``)
+        one bit of one register; an 8-bit value is one half (``byte``) of one register."""
+        return _REGISTERS.get(self.value, 4)
 
     @property
     def bits(self) -> int:
-        return 1 if self is DataType.BOOL else 16 * self.registers
+        """Width of the value itself: 1 for a bool, 8 for an 8-bit half, else 16 per register."""
+        return {"bool": 1, "int8": 8, "uint8": 8}.get(self.value, 16 * self.registers)
 
     @property
     def is_unsigned(self) -> bool:
@@ -199,9 +205,31 @@ class DataType(StrEnum):
         return self.value.startswith("float")
 
 
+_REGISTERS = {
+    "bool": 1,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int48": 3,
+    "uint48": 3,
+}
+EIGHT_BIT = (DataType.INT8, DataType.UINT8)
+
+
 class Order(StrEnum):
     BIG = "big"
     LITTLE = "little"
+
+
+class Half(StrEnum):
+    """Which byte of a register an 8-bit value occupies, in the register's value as read."""
+
+    HIGH = "high"  # bits 15..8
+    LOW = "low"  # bits 7..0
 
 
 class Kind(StrEnum):
@@ -448,13 +476,57 @@ def order_label(byte_order: Order, word_order: Order, registers: int = 2) -> str
     return "".join(words)
 
 
+def _check_width(p: Point) -> None:
+    """Area, type, ``bit`` and ``byte`` agree: a bool is a coil, a discrete input or one bit of a
+    register; an 8-bit value is one named half of a register; neither is a counter."""
+    if p.area.is_bit:
+        if p.type is not DataType.BOOL:
+            raise ValueError(f"a {p.area.value} point has type bool, not {p.type.value}")
+        if p.bit is not None:
+            raise ValueError(
+                f"bit: a {p.area.value} is already a single bit; bit picks one bit of a holding or input register"
+            )
+    elif p.type is DataType.BOOL and p.bit is None:
+        raise ValueError(
+            "type bool is only for coil and discrete areas, or for one bit of a holding or input register "
+            "with bit: 0..15 (0 = least significant)"
+        )
+    if p.bit is not None and p.type is not DataType.BOOL:
+        raise ValueError(f"bit applies to type bool (one bit of a register), not to type {p.type.value}")
+    if p.type in EIGHT_BIT and p.byte is None:
+        raise ValueError(f"type {p.type.value} needs byte: high (bits 15..8) or low (bits 7..0) of the register")
+    if p.byte is not None and p.type not in EIGHT_BIT:
+        raise ValueError(f"byte (high or low) applies to types int8 and uint8, not to type {p.type.value}")
+    if p.kind is Kind.COUNTER and p.type is DataType.BOOL:
+        what = "a bit of a register" if p.bit is not None else "a bool"
+        raise ValueError(f"kind: a counter cannot be {what}; a bit is a state (0 or 1), a gauge")
+    if p.type is DataType.BOOL and (p.scale != 1.0 or p.offset != 0.0):
+        raise ValueError("a bool reads 0 or 1: scale and offset do not apply to it")
+    if (p.bit is not None or p.byte is not None) and Order.LITTLE in (p.byte_order, p.word_order):
+        field = "byte_order" if p.byte_order is Order.LITTLE else "word_order"
+        key = f"bit: {p.bit}" if p.bit is not None else f"byte: {p.byte.value}"
+        raise ValueError(
+            f"{field}: little does not apply to {key}: bits and bytes are counted in the register's value as "
+            "read (bit 0 the least significant, byte high = bits 15..8); carbonwatch probe prints them"
+        )
+
+
 class Point(Strict):
     id: Identifier = Field(description="unique within the enterprise, e.g. incomer1.import_kwh")
     area: Area = Area.HOLDING
     address: int = Field(ge=0, le=65536, description="register address as written in the meter manual")
     type: DataType = DataType.UINT16
     byte_order: Order = Field(Order.BIG, description="order of the two bytes inside each register")
-    word_order: Order = Field(Order.BIG, description="order of registers inside a 32/64-bit value")
+    word_order: Order = Field(Order.BIG, description="order of registers inside a 32/48/64-bit value")
+    bit: int | None = Field(
+        None,
+        ge=0,
+        le=15,
+        description="type bool on a holding/input register: which bit of it, 0 (least significant) to 15",
+    )
+    byte: Half | None = Field(
+        None, description="type int8/uint8: the high (bits 15..8) or low (bits 7..0) byte of the register"
+    )
     scale: float = 1.0
     offset: float = 0.0
     unit: str = Field(description="engineering unit after scale and offset, e.g. kWh, kW, V, Nm3, t, GJ")
@@ -501,12 +573,7 @@ class Point(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Point:
-        if self.area.is_bit and self.type is not DataType.BOOL:
-            raise ValueError(f"a {self.area.value} point has type bool, not {self.type.value}")
-        if not self.area.is_bit and self.type is DataType.BOOL:
-            raise ValueError("type bool is only for coil and discrete areas")
-        if self.kind is Kind.COUNTER and self.type is DataType.BOOL:
-            raise ValueError("a counter cannot be a bool")
+        _check_width(self)
         if self.carrier is not None:
             if self.kind is Kind.COUNTER and not CARRIERS[self.carrier].accepts(self.unit):
                 raise ValueError(

@@ -12,12 +12,13 @@ import asyncio
 import math
 import random
 import struct
+from collections import Counter as Counter_
 from decimal import Decimal
 
 import pytest
 from edgekit import RecordingSink, localise_sample, pollers_for, sample_raw
 
-from carbonwatch.contracts.site import Area, DataType, Kind, order_label
+from carbonwatch.contracts.site import Area, DataType, Half, Kind, order_label
 from carbonwatch.simulators.meters import SimulatedMeter, apply_fault
 from carbonwatch.simulators.models import MODELS, Channel, Counter, template_points
 from carbonwatch.simulators.server import SiteSimulator
@@ -48,6 +49,16 @@ def test_models_cover_every_type_order_area_scale_and_offset():
     assert len({(c.byte_order, c.word_order) for c in wide}) >= 3
     assert any(c.scale != 1 for c in channels) and any(c.offset != 0 for c in channels)
     assert sum(c.kind is Kind.COUNTER for c in channels) >= 5
+    # narrower than a register: several bits of one status word, both halves of a register
+    bits = [c for c in channels if c.bit is not None]
+    assert all(not c.area.is_bit and c.type is DataType.BOOL for c in bits)
+    assert max(Counter_([(c.area, c.address) for c in bits]).values()) >= 3 and {0, 15} <= {c.bit for c in bits}
+    halves = {(c.type, c.byte) for c in channels if c.byte is not None}
+    assert {h for _, h in halves} == set(Half) and {t for t, _ in halves} == {DataType.INT8, DataType.UINT8}
+    three = [c for c in channels if c.registers == 3]
+    assert len({(c.byte_order, c.word_order) for c in three}) >= 2
+    assert any(c.type is DataType.UINT48 and c.kind is Kind.COUNTER for c in three), "a 48-bit counter rolls over"
+    assert any(model.texts for model in MODELS.values()), "a model name or serial number for probe's text"
 
 
 def representable(c: Channel, rng: random.Random) -> float:
@@ -200,3 +211,129 @@ def test_simulate_command_names_bad_fault_and_port_options(tmp_path):
             timeout=60,
         )
         assert out.returncode == 2 and expect in out.stderr, out.stderr
+
+
+# Held values at the edges of each new encoding: bit 15 (the sign bit of the status word), the
+# extremes of both 8-bit halves, the largest uint48 and the most negative int48; then the other way.
+EDGES = [
+    {
+        "incomer.alarm_voltage_loss": 1.0,
+        "incomer.alarm_reverse_power": 0.0,
+        "incomer.alarm_clock_battery": 1.0,
+        "incomer.tariff": 255.0,
+        "incomer.internal_temperature_c": -128.0,
+        "incomer.reactive_import_kvarh": (2**48 - 1) * 0.001,
+        "belt.alarm_belt_slip": 0.0,
+        "belt.alarm_overload": 1.0,
+        "belt.load_percent": 255.0,
+        "belt.net_total_t": -(2**47) * 0.001,
+    },
+    {
+        "incomer.alarm_voltage_loss": 0.0,
+        "incomer.alarm_reverse_power": 1.0,
+        "incomer.alarm_clock_battery": 0.0,
+        "incomer.tariff": 0.0,
+        "incomer.internal_temperature_c": 127.0,
+        "incomer.reactive_import_kvarh": 0.001,
+        "belt.alarm_belt_slip": 1.0,
+        "belt.alarm_overload": 0.0,
+        "belt.load_percent": 1.0,
+        "belt.net_total_t": (2**47 - 1) * 0.001,
+    },
+]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+def test_bits_bytes_and_48_bit_values_decode_to_the_simulators_value_over_tcp_and_rtu(tmp_path, transport):
+    raw = sample_raw()
+    meters = {m["id"]: m for m in raw["gateways"][0]["meters"]}
+    incomer, belt = meters["incomer"], meters["belt"]
+    # Both meters on one bus of the transport under test (unit ids 1 and 3).
+    if transport == "tcp":
+        belt["connection"] = dict(incomer["connection"])
+    else:
+        incomer["connection"] = dict(belt["connection"])
+        incomer["timeout"] = "500ms"
+    belt["one_request_per_point"] = True  # the status word's two bits are still one read of it
+    site = localise_sample(raw, tmp_path, meters={"incomer", "belt"})
+
+    async def main():
+        sims = SiteSimulator(site, pty=transport == "rtu")
+        await sims.start()
+        sink = RecordingSink()
+        [poller] = pollers_for(site, sink)
+        assert await poller.open()
+        try:
+            polls = []
+            for values in EDGES:
+                for point, value in values.items():
+                    sims.meter(point.split(".")[0]).hold(point, value)
+                sink.got.clear()
+                await poller.poll(poller.devices["incomer"])
+                await poller.poll(poller.devices["belt"])
+                polls.append(sink.latest())
+            # A uint48 counter wraps at 2^48 counts: the reading after the wrap is good, with an event.
+            sims.meter("incomer").hold("reactive_import_kvarh", (2**48 - 3) * 0.001)
+            await poller.poll(poller.devices["incomer"])
+            sink.got_events.clear()
+            sims.meter("incomer").hold("reactive_import_kvarh", 0.002)
+            sink.got.clear()
+            await poller.poll(poller.devices["incomer"])
+            wrapped = sink.latest()["incomer.reactive_import_kvarh"]
+            return polls, wrapped, list(sims.meter("belt").request_log), sink.got_events
+        finally:
+            poller.close()
+            await sims.stop()
+
+    polls, wrapped, belt_requests, events = asyncio.run(main())
+    for values, got in zip(EDGES, polls, strict=True):
+        for point, value in values.items():
+            assert got[point]["q"] == "good", got[point]
+            assert math.isclose(got[point]["v"], value, rel_tol=1e-15, abs_tol=1e-9), (point, got[point]["v"], value)
+    assert (wrapped["q"], wrapped["v"]) == ("good", 0.002)
+    [event] = [e for e in events if e["point"] == "incomer.reactive_import_kvarh"]
+    assert event["kind"] == "counter_rollover" and event["previous"] == pytest.approx((2**48 - 3) * 0.001)
+    status_reads = [r for r in belt_requests if r.area is Area.HOLDING and r.address <= 8 < r.address + r.count]
+    assert len(status_reads) == len(EDGES), "one read of the status word per poll, for both of its bits"
+    assert all((r.address, r.count) == (8, 1) for r in status_reads)
+
+
+def test_the_auto_model_serves_a_site_files_bits_bytes_and_48_bit_points():
+    from carbonwatch.contracts.site import Meter
+    from carbonwatch.edge.registers import decode_point
+
+    meter = Meter(
+        id="m",
+        connection={"type": "tcp", "host": "127.0.0.1"},
+        address_base=1,
+        points=[
+            {"id": "m.run", "address": 5, "type": "bool", "bit": 0, "unit": "state"},
+            {"id": "m.trip", "address": 5, "type": "bool", "bit": 9, "unit": "state"},
+            {"id": "m.mode", "address": 6, "type": "uint8", "byte": "high", "unit": "mode"},
+            {"id": "m.temp", "address": 6, "type": "int8", "byte": "low", "unit": "degC"},
+            {
+                "id": "m.kwh",
+                "address": 7,
+                "type": "uint48",
+                "byte_order": "little",
+                "scale": 0.01,
+                "unit": "kWh",
+                "kind": "counter",
+                "carrier": "electricity",
+                "direction": "import",
+            },
+        ],
+    )
+    sim = SimulatedMeter(meter)
+    held = {"m.run": 1.0, "m.trip": 1.0, "m.mode": 200.0, "m.temp": -40.0, "m.kwh": 12345678901.23}
+    for point, value in held.items():
+        sim.hold(point, value)
+    image = sim.register_image(Area.HOLDING)
+    assert sorted(image) == [4, 5, 6, 7, 8]
+    assert image[4] == 1 | 1 << 9
+    for p in meter.points:
+        first = meter.protocol_address(p)
+        raw = decode_point([image[first + i] for i in range(p.registers)], p)
+        assert raw * p.scale == pytest.approx(held[p.id], rel=1e-15), p.id
+    sim.hold("m.trip", 0.0)
+    assert sim.register_image(Area.HOLDING, 4, 1) == {4: 1}, "the other bit of the word is untouched"

@@ -19,10 +19,16 @@ def _meter(points: list[Point], **kw) -> Meter:
 
 
 def _points(layout: list[tuple[int, int]], area: Area = Area.HOLDING) -> list[Point]:
-    """Points from (gap before it, width in registers); addresses never overlap."""
+    """Points from (gap before it, width in registers); addresses never overlap. A negative
+    width -k in a register area is k bool points on bits of one register (a status word)."""
     points, addr = [], 0
     for i, (gap, width) in enumerate(layout):
         addr += gap
+        if width < 0 and not area.is_bit:
+            for b in range(-width):
+                points.append(Point(id=f"p{i}b{b}", area=area, address=addr, type=DataType.BOOL, bit=b, unit="state"))
+            addr += 1
+            continue
         dtype = DataType.BOOL if area.is_bit else WIDTHS[width]
         points.append(Point(id=f"p{i}", area=area, address=addr, type=dtype, unit="kWh"))
         addr += 1 if area.is_bit else width
@@ -30,11 +36,14 @@ def _points(layout: list[tuple[int, int]], area: Area = Area.HOLDING) -> list[Po
 
 
 def fewest_requests(points: list[Point], limit: int, max_gap: int, one_per_point: bool) -> int:
-    """Exhaustive search over every way to cut the address-ordered points into requests."""
+    """Exhaustive search over every way to cut the address-ordered points into requests.
+
+    ``one_per_point`` allows only the points that read the same registers in one request
+    (bits of one status word)."""
     pts = sorted(points, key=lambda p: p.address)
 
     def fits(i: int, j: int) -> bool:  # points i..j-1 in one request
-        if one_per_point and j - i > 1:
+        if one_per_point and any((p.address, p.registers) != (pts[i].address, pts[i].registers) for p in pts[i:j]):
             return False
         end = pts[i].address + pts[i].registers
         for p in pts[i + 1 : j]:
@@ -66,7 +75,7 @@ def _check_plan(meter: Meter) -> list:
     return reads
 
 
-layouts = st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2, 4])), min_size=1, max_size=30)
+layouts = st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 2, 4, -1, -3, -16])), min_size=1, max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -126,3 +135,22 @@ def test_sample_site_plan():
     counts = {m.id: len(plan_reads(m)) for m in site.gateways[0].meters}
     # one request per register area a meter uses (the models keep their gaps under max_gap)
     assert counts == {"incomer": 2, "pv": 2, "gas": 2, "steam": 1, "belt": 3}
+
+
+def test_bits_of_one_register_are_one_read_even_one_request_per_point(make_site):
+    incomer = next(m for m in make_site().gateways[0].meters if m.id == "incomer")
+    status = {"incomer.alarm_voltage_loss", "incomer.alarm_reverse_power", "incomer.alarm_clock_battery"}
+    halves = {"incomer.tariff", "incomer.internal_temperature_c"}
+    [holding, _coil] = _check_plan(incomer)
+    at = {p.id: holding.address + offset for p, offset in holding.points}
+    assert {at[p] for p in status} == {20} and {at[p] for p in halves} == {21}
+    assert at["incomer.reactive_import_kvarh"] == 22 and holding.count == 36
+
+    one = incomer.model_copy(update={"one_request_per_point": True})
+    reads = _check_plan(one)
+    by_points = {frozenset(p.id for p, _ in r.points): (r.address, r.count) for r in reads}
+    assert by_points[frozenset(status)] == (20, 1), "three bits of one status word: one read of it"
+    assert by_points[frozenset(halves)] == (21, 1), "two bytes of one register: one read of it"
+    assert by_points[frozenset({"incomer.reactive_import_kvarh"})] == (22, 3)
+    # every other point still alone in its request
+    assert len(reads) == len(incomer.points) - (len(status) - 1) - (len(halves) - 1)
