@@ -29,7 +29,7 @@ import psycopg
 from prometheus_client import Gauge
 
 from .metrics import COUNTER_FLAGS, CollectorMetrics
-from .sequence import fold_received, open_gaps
+from .sequence import fold_received, missing_messages
 
 # Completeness per gateway over the last 24 h: whole 15-minute slots that ended, as the national rule counts them.
 _FLEET = """
@@ -150,11 +150,7 @@ def refresh_fleet(conn: psycopg.Connection, metrics: CollectorMetrics) -> int:
                 flagged[(province, enterprise, gateway, meter, flag)] = float(count)
     extra.replace(extra.meter_flagged, flagged)
     fold_received(conn)  # skipped when another collector is folding; the gaps below are still current
-    missing: dict[tuple[str, ...], float] = {}
-    for gap in open_gaps(conn):
-        key = (gap.province, gap.enterprise, gap.gateway)
-        missing[key] = missing.get(key, 0.0) + gap.messages
-    extra.replace(extra.missing_messages, missing)
+    extra.replace(extra.missing_messages, {k: float(n) for k, n in missing_messages(conn).items()})
     return len(rows)
 
 

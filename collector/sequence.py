@@ -22,15 +22,21 @@ import psycopg
 
 # One collector folds at a time; the others skip their turn (the work is the same).
 _LOCK_KEY = 0x63775F736571  # "cw_seq"
+GRACE = timedelta(minutes=10)  # a hole younger than this may still fill: not yet a gap
+HORIZON = timedelta(days=7)  # a gap is reported this long, then forgotten
 
 # Rows folded into the existing ranges: islands of consecutive numbers, merged with the ranges
-# they touch or overlap (a redelivered number falls inside a range and changes nothing).
+# they touch or overlap (a redelivered number falls inside a range and changes nothing). Only a
+# gateway's ranges that reach its lowest new number can merge with the new ones (ranges are
+# maximal), so in steady operation one range per gateway is rewritten: its last.
 _FOLD = """
 WITH moved AS (
     DELETE FROM telemetry_received RETURNING gateway_id, seq, received_at
+), lows AS (
+    SELECT gateway_id, min(seq) AS low FROM moved GROUP BY gateway_id
 ), touched AS (
-    DELETE FROM telemetry_ranges r WHERE r.gateway_id IN (SELECT DISTINCT gateway_id FROM moved)
-    RETURNING gateway_id, lo, hi, first_received, last_received
+    DELETE FROM telemetry_ranges r USING lows l WHERE r.gateway_id = l.gateway_id AND r.hi >= l.low - 1
+    RETURNING r.gateway_id, r.lo, r.hi, r.first_received, r.last_received
 ), pieces AS (
     SELECT m.gateway_id, m.seq AS lo, m.seq AS hi, m.received_at AS first_received, m.received_at AS last_received
     FROM moved m JOIN gateways g ON g.id = m.gateway_id
@@ -49,17 +55,47 @@ SELECT gateway_id, min(lo), max(hi), min(first_received), max(last_received)
 FROM grouped GROUP BY gateway_id, island
 """
 
-_GAPS = """
-SELECT e.province, g.enterprise, g.gateway, s.prev_hi + 1, s.lo - 1, s.first_received
+# Gaps past the horizon are forgotten, so that a gateway keeps a handful of ranges: its ranges up
+# to the last one noticed before the horizon become one.
+_FORGET = """
+WITH old AS (
+    SELECT gateway_id, max(lo) AS cut FROM telemetry_ranges
+    WHERE first_received < now() - %(horizon)s GROUP BY gateway_id
+), merging AS (
+    SELECT o.gateway_id, o.cut FROM old o
+    WHERE (SELECT count(*) FROM telemetry_ranges r WHERE r.gateway_id = o.gateway_id AND r.lo <= o.cut) > 1
+), gone AS (
+    DELETE FROM telemetry_ranges r USING merging m WHERE r.gateway_id = m.gateway_id AND r.lo <= m.cut
+    RETURNING r.gateway_id, r.lo, r.hi, r.first_received, r.last_received
+)
+INSERT INTO telemetry_ranges (gateway_id, lo, hi, first_received, last_received)
+SELECT gateway_id, min(lo), max(hi), min(first_received), max(last_received) FROM gone GROUP BY gateway_id
+"""
+
+_HOLES = """
+SELECT gateway_id, prev_hi + 1 AS first_missing, lo - 1 AS last_missing, first_received
 FROM (
     SELECT gateway_id, lo, first_received, lag(hi) OVER (PARTITION BY gateway_id ORDER BY lo) AS prev_hi
     FROM telemetry_ranges
 ) s
-JOIN gateways g ON g.id = s.gateway_id
+WHERE prev_hi IS NOT NULL AND lo > prev_hi + 1
+  AND first_received < now() - %(grace)s AND first_received >= now() - %(horizon)s
+"""
+
+_GAPS = f"""
+SELECT e.province, g.enterprise, g.gateway, h.first_missing, h.last_missing, h.first_received
+FROM ({_HOLES}) h
+JOIN gateways g ON g.id = h.gateway_id
 JOIN enterprises e ON e.code = g.enterprise
-WHERE s.prev_hi IS NOT NULL AND s.lo > s.prev_hi + 1
-  AND s.first_received < now() - %(grace)s AND s.first_received >= now() - %(horizon)s
-ORDER BY g.enterprise, g.gateway, s.lo
+ORDER BY g.enterprise, g.gateway, h.first_missing
+"""
+
+_MISSING = f"""
+SELECT e.province, g.enterprise, g.gateway, sum(h.last_missing - h.first_missing + 1)
+FROM ({_HOLES}) h
+JOIN gateways g ON g.id = h.gateway_id
+JOIN enterprises e ON e.code = g.enterprise
+GROUP BY e.province, g.enterprise, g.gateway
 """
 
 
@@ -77,8 +113,9 @@ class Gap:
         return self.last_missing - self.first_missing + 1
 
 
-def fold_received(conn: psycopg.Connection) -> bool:
-    """Fold the received numbers into ranges; False when another collector holds the turn.
+def fold_received(conn: psycopg.Connection, horizon: timedelta = HORIZON) -> bool:
+    """Fold the received numbers into ranges and forget gaps older than ``horizon``; False when
+    another collector holds the turn.
 
     Needs a connection outside a transaction (autocommit) or inside one the caller commits.
     """
@@ -86,12 +123,19 @@ def fold_received(conn: psycopg.Connection) -> bool:
         if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()[0]:
             return False
         conn.execute(_FOLD)
+        conn.execute(_FORGET, {"horizon": horizon})
     return True
 
 
-def open_gaps(
-    conn: psycopg.Connection, grace: timedelta = timedelta(minutes=10), horizon: timedelta = timedelta(days=7)
-) -> list[Gap]:
+def open_gaps(conn: psycopg.Connection, grace: timedelta = GRACE, horizon: timedelta = HORIZON) -> list[Gap]:
     """Gaps noticed more than ``grace`` ago and less than ``horizon`` ago, oldest number first."""
     rows = conn.execute(_GAPS, {"grace": grace, "horizon": horizon}).fetchall()
     return [Gap(*row) for row in rows]
+
+
+def missing_messages(
+    conn: psycopg.Connection, grace: timedelta = GRACE, horizon: timedelta = HORIZON
+) -> dict[tuple[str, str, str], int]:
+    """Messages missing in :func:`open_gaps`, summed per (province, enterprise, gateway)."""
+    rows = conn.execute(_MISSING, {"grace": grace, "horizon": horizon}).fetchall()
+    return {(province, enterprise, gateway): int(n) for province, enterprise, gateway, n in rows}

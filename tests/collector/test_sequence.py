@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carbonwatch.collector.registry import Registry
-from carbonwatch.collector.sequence import fold_received, open_gaps
+from carbonwatch.collector.sequence import fold_received, missing_messages, open_gaps
 from carbonwatch.collector.validate import Message, parse_message
 from carbonwatch.collector.writer import write_batch
 
@@ -135,3 +135,29 @@ def test_gaps_are_exactly_the_numbers_never_delivered(db_url, conn, site, delive
     expected = [n for n in range(min(seen), max(seen) + 1) if n not in seen]
     missing = [n for g in open_gaps(conn, grace=NOW) for n in range(g.first_missing, g.last_missing + 1)]
     assert missing == expected
+
+
+def test_gaps_past_the_horizon_are_forgotten_and_their_ranges_merged(db_url, conn, site):
+    deliver(db_url, conn, site, 0, [0, 1, 5, 6, 9, 10])
+    fold_received(conn)
+    # the range after the first hole was noticed 8 days ago, the one after the second just now
+    conn.execute("UPDATE telemetry_ranges SET first_received = now() - interval '8 days' WHERE lo IN (0, 5)")
+    fold_received(conn)
+    ranges = conn.execute("SELECT lo, hi FROM telemetry_ranges ORDER BY lo").fetchall()
+    assert ranges == [(0, 6), (9, 10)]
+    assert gaps(conn, grace=NOW) == [("gw-0", 7, 8)]
+    # new numbers rewrite only the ranges they reach: the merged old range keeps its times
+    before = conn.execute("SELECT first_received FROM telemetry_ranges WHERE lo = 0").fetchone()[0]
+    deliver(db_url, conn, site, 0, [11, 12])
+    fold_received(conn)
+    assert conn.execute("SELECT lo, hi FROM telemetry_ranges ORDER BY lo").fetchall() == [(0, 6), (9, 12)]
+    assert conn.execute("SELECT first_received FROM telemetry_ranges WHERE lo = 0").fetchone()[0] == before
+
+
+def test_missing_messages_sum_the_gaps_per_gateway(db_url, conn, site):
+    deliver(db_url, conn, site, 0, [0, 3, 4, 9])
+    deliver(db_url, conn, site, 1, [0, 2])
+    fold_received(conn)
+    code = site.enterprise.code
+    assert missing_messages(conn, grace=NOW) == {("140000", code, "gw-0"): 2 + 4, ("140000", code, "gw-1"): 1}
+    assert missing_messages(conn) == {}  # all within the grace period
