@@ -154,7 +154,9 @@ async def province_overview(
     green-power share per city and in total (on-site renewable used over electricity used; no
     green certificates are metered), their non-fossil share on the equivalent-value basis (not
     compared with the plans' targets), benchmark attainment per product indicator with the counts
-    worse than baseline and limit, and ``measured`` for the targets meters can measure.
+    worse than baseline and limit, and ``measured`` for the targets meters can measure. A figure
+    with no energy, a PUE below 1, or 15-minute data below 90% complete is not comparable: counted
+    apart with its reason, never in a share or a measured target.
     """
     who.require_energy()
     cond, params = who.where()
@@ -232,8 +234,8 @@ async def province_overview(
     for t in targets:
         t["document_title"] = reg.documents[t["document"]]["title"]
         t["document_status"] = reg.documents[t["document"]]["status"]
-    benchmarks, unlevelled = attainment(sites.values(), code)
-    measure_targets(targets, benchmarks)
+    standing = attainment(sites.values(), code)
+    measure_targets(targets, standing)
     tot_tce = sum(r["tce"] for r in rows)
     tot_co2 = sum(r["co2_location_t"] for r in rows)
     return {
@@ -257,8 +259,9 @@ async def province_overview(
         "months": months,
         "green_power": green_power(sites.values()),
         "non_fossil_monitored": non_fossil(sites.values(), tot_tce),
-        "benchmarks": benchmarks,
-        "products_without_levels": unlevelled,
+        "benchmarks": standing.rows,
+        "products_without_levels": standing.unlevelled,
+        "outputs_not_scored": standing.unscored,
         "targets": targets,
     }
 
@@ -268,7 +271,8 @@ async def enterprise_overview(
     request: Request, conn: Conn, who: CallerDep, code: Annotated[str, ENTERPRISE_CODE], year: Year = None
 ) -> dict:
     """Drill-down: the year by carrier and point, daily totals, today by 15 minutes, product intensity
-    for every indicator its output points allow (kgce/t, kWh/t, gce/kWh, PUE) against the levels,
+    for every indicator its output points allow (kgce/t, kWh/t, gce/kWh, PUE) against the levels
+    (or ``not_comparable`` with the reason: no energy, PUE below 1, data below 90% complete),
     green-power and non-fossil shares."""
     who.require_energy()
     ent = await enterprise_or_404(conn, who, code)

@@ -201,19 +201,21 @@
       <td>${esc(t(`comparator_${g.comparator}`))} ${num(g.value, g.value % 1 ? 1 : 0)}${esc(g.unit === "1" ? "" : g.unit)}${g.base_year ? ` (${g.base_year})` : ""}</td>
       ${g.measured === null
         ? `<td class="muted" title="${esc(g.measured_note || "")}">${esc(t(`measured_${g.measured_status}`))}</td>`
-        : `<td title="${esc(g.measured_scope || "")}"><span class="strong" data-cell="measured">${num(g.measured)}${esc(g.unit === "1" ? "" : g.unit)}</span>
+        : `<td title="${esc([g.measured_scope, g.measured_note].filter(Boolean).join("\n"))}"><span class="strong" data-cell="measured">${num(g.measured)}${esc(g.unit === "1" ? "" : g.unit)}</span>
            <span class="muted small">${t("measured_monitored")}</span></td>`}
       <td class="muted" title="${esc(g.quote)}">${esc(g.document_title)}${g.document_status === "draft" ? ` (${t("status_draft")})` : ""}</td></tr>`);
-    const monitored = ov.benchmarks.filter((b) => b.enterprises > 0);
-    const idle = ov.benchmarks.filter((b) => b.enterprises === 0);
+    const monitored = ov.benchmarks.filter((b) => b.enterprises > 0 || b.enterprises_not_comparable > 0);
+    const idle = ov.benchmarks.filter((b) => b.enterprises === 0 && !b.enterprises_not_comparable);
     const benchmarks = monitored.map((b) => `<tr data-bench="${esc(b.product)}.${esc(b.indicator)}"><td>${esc(b.name)} <span class="muted small">${esc(b.product)}.${esc(b.indicator)}</span></td>
       <td class="num" data-cell="enterprises">${b.enterprises}</td><td class="num" data-cell="output">${num(b.output)}${esc(unitOf(b.output_unit))}</td>
       <td class="num" data-cell="intensity">${num(b.intensity)}${esc(unitOf(b.unit))}</td>
       <td class="num">${b.benchmark === null ? `<span class="muted">${t("no_benchmark")}</span>` : num(b.benchmark, 0)}</td>
       <td class="num strong" data-cell="share">${pct(b.share_at_benchmark)}${b.share_at_benchmark === null ? "" : `<div class="bar" style="width:${100 * b.share_at_benchmark}%"></div>`}</td>
       <td class="num ${b.enterprises_worse_than_baseline ? "bad" : ""}" data-cell="baseline">${b.enterprises_worse_than_baseline ?? "—"}</td>
-      <td class="num ${b.enterprises_worse_than_limit ? "bad" : ""}" data-cell="limit">${b.enterprises_worse_than_limit ?? "—"}</td></tr>`);
+      <td class="num ${b.enterprises_worse_than_limit ? "bad" : ""}" data-cell="limit">${b.enterprises_worse_than_limit ?? "—"}</td>
+      <td class="num ${b.enterprises_not_comparable ? "warn" : ""}" data-cell="not_comparable" title="${esc(b.not_comparable.map((x) => `${x.enterprise}: ${x.reason}`).join("\n"))}">${b.enterprises_not_comparable}</td></tr>`);
     const unlevelled = ov.products_without_levels.map((u) => `${esc(u.product)} ${num(u.output)}${esc(unitOf(u.output_unit))} (${u.enterprises})`).join(", ");
+    const unscored = ov.outputs_not_scored.map((u) => `<span title="${esc(u.note)}">${esc(u.indicator ? `${u.product}.${u.indicator}` : u.product)} ${num(u.output)}${esc(unitOf(u.output_unit))} (${u.enterprises})</span>`).join(", ");
     const green = ov.green_power;
     main().innerHTML = `<h1>${esc(name || code)} · ${ov.year} <span class="muted small">${t("intensity_first")}</span></h1>
       <div class="kpis">
@@ -233,9 +235,10 @@
         ${t("non_fossil_monitored")}: ${t("non_fossil_note")}</p></div>
       <div class="card"><h2>${t("benchmarks")}</h2>${monitored.length ? `<table id="benchmarks"><thead><tr><th>${t("indicator")}</th><th>${t("enterprises")}</th>
         <th>${t("output")}</th><th>${t("weighted_intensity")}</th><th>${t("benchmark_level")}</th><th>${t("share_at_benchmark")}</th>
-        <th>${t("worse_baseline")}</th><th>${t("worse_limit")}</th></tr></thead><tbody>${benchmarks.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}
-        <p class="muted small">${t("benchmarks_note")}${idle.length ? `<br>${t("no_output_for")}: ${idle.map((b) => esc(`${b.product}.${b.indicator}`)).join(", ")}` : ""}
-        ${unlevelled ? `<br><span id="unlevelled">${t("unlevelled")}: ${unlevelled}</span>` : ""}</p></div>
+        <th>${t("worse_baseline")}</th><th>${t("worse_limit")}</th><th>${t("not_comparable_count")}</th></tr></thead><tbody>${benchmarks.join("")}</tbody></table>` : `<p class="muted">${t("no_products")}</p>`}
+        <p class="muted small">${t("benchmarks_note")} ${t("comparable_rule")}${idle.length ? `<br>${t("no_output_for")}: ${idle.map((b) => esc(`${b.product}.${b.indicator}`)).join(", ")}` : ""}
+        ${unlevelled ? `<br><span id="unlevelled">${t("unlevelled")}: ${unlevelled}</span>` : ""}
+        ${unscored ? `<br><span id="unscored">${t("unscored")}: ${unscored}</span>` : ""}</p></div>
       <div class="grid2"><div class="card"><h2>${t("monthly")}</h2><div id="c-months"></div></div>
       <div class="card"><h2>${t("by_carrier")}</h2><div id="c-carriers"></div></div></div>
       <div class="card"><h2>${t("targets")}</h2><table><thead><tr><th>${t("indicator")}</th><th>${t("year")}</th><th>${t("target")}</th>
@@ -278,12 +281,17 @@
       <td>${bj(m.last_reading)}</td></tr>`);
     const levelValue = (v) => num(v, Math.abs(v) < 10 ? 2 : 0);
     const intensity = ov.intensity.map((c) => c.error
-      ? `<tr data-intensity="${esc(c.product)}.${esc(c.indicator || "")}"><td>${esc(c.name || c.product)}</td><td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td><td colspan="5" class="muted">${esc(c.error)}</td></tr>`
-      : `<tr data-intensity="${esc(c.product)}.${esc(c.indicator)}"><td>${esc(c.name)} <span class="muted small">${esc(c.product)}.${esc(c.indicator)}</span></td>
+      ? `<tr data-intensity="${esc(c.product)}.${esc(c.indicator || "")}"><td>${esc(c.name || c.product)}</td><td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td><td colspan="5" class="muted" data-cell="error">${esc(c.error)}</td></tr>`
+      : c.status === "not_comparable"
+      ? `<tr data-intensity="${esc(c.product)}.${esc(c.indicator)}"><td>${esc(c.name)} <span class="muted small">${esc(c.product)}.${esc(c.indicator)}</span></td>
+      <td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td>
+      <td class="num muted" data-cell="value" title="${esc(c.energy_basis)}">—<div class="small">${esc(t("not_comparable"))}</div></td>
+      <td colspan="3" class="warn" data-cell="reason">${esc(c.reason)}</td></tr>`
+      : `<tr data-intensity="${esc(c.product)}.${esc(c.indicator)}"><td>${esc(c.name)} <span class="muted small">${esc(c.product)}.${esc(c.indicator)}</span>${c.note ? `<div class="muted small" data-cell="note">${esc(c.note)}</div>` : ""}</td>
       <td class="num">${num(c.output)}${esc(unitOf(c.output_unit))}</td>
       <td class="num strong" data-cell="value" title="${esc(c.energy_basis)}">${num(c.value, c.unit === "1" ? 3 : 1)}${esc(unitOf(c.unit))}<div class="muted small">${esc(t(`basis_${c.basis}`))}</div></td>
       <td>${esc(c.grade || "—")}</td>
-      <td>${c.levels.map((l) => `<span class="nowrap">${esc(t(`level_${l.kind}`))} ${l.comparator} ${levelValue(l.value)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span></span>`).join("<br>") || `<span class="muted">${esc(c.note || "—")}</span>`}</td>
+      <td>${c.levels.map((l) => `<span class="nowrap">${esc(t(`level_${l.kind}`))} ${l.comparator} ${levelValue(l.value)} <span class="tag ${l.met ? "ok" : "bad"}">${l.met ? "✓" : "✗"}</span></span>`).join("<br>") || `<span class="muted">—</span>`}</td>
       <td class="bad">${c.alerts.map(esc).join("<br>")}</td></tr>`);
     const g = ov.green_power;
     const greenRows = [["el_import", g.import_kwh], ["el_export", g.export_kwh], ["el_generation", g.generation_kwh],

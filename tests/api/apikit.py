@@ -3,10 +3,12 @@ with rollups, and one token per role."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 
 from carbonwatch.api.auth import create_token
 from carbonwatch.collector.registry import register_site
@@ -115,9 +117,13 @@ def degrade(db_url: str, code: str) -> None:
 # --- a world of product plants: intensities, benchmark attainment, green power -------------------------
 #
 # Each plant: (key, region, industry, points); a point is (id, unit, carrier, direction, renewable,
-# product, quantity in its unit). Every quantity lands in one 15-minute interval at the start of the
-# current Beijing year, so the year's figures hold all of it. The plants carry only electricity and
-# bituminous coal, whose equivalent coefficients the tests state themselves.
+# product, quantity in its unit[, (begin, end)]). Every point is registered at the world's start (the
+# last day, or the start of the current Beijing year when that is later) and holds one 15-minute
+# interval per slot from then to the last whole 15 minutes: its whole quantity in the first, zeros
+# after (a meter reporting nothing used). ``(begin, end)``: shares of those slots; the point is
+# registered at ``begin`` (a meter added late) and its intervals stop at ``end`` (a meter fallen
+# silent). The plants carry only electricity and bituminous coal, whose equivalent coefficients the
+# tests state themselves.
 WORLD = [
     # Shanxi blast furnaces: 356.41, 394.51 and 454.73 kgce/t against benchmark 361 / limit 415 / baseline 435
     (
@@ -160,6 +166,34 @@ WORLD = [
             ("bof.crude_steel_t", "t", None, None, False, "steel.converter", 1000),
         ],
     ),
+    (
+        "steel_5",
+        "140105",
+        "3110",
+        [  # an integrated works naming both processes: 344.12 kgce/t of hot metal, 312.84 of crude steel
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 2_800_000),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 1000),
+            ("bof.crude_steel_t", "t", None, None, False, "steel.converter", 1100),
+        ],
+    ),
+    (
+        "steel_bare",
+        "140202",
+        "3110",
+        [  # output named only "steel": 549.98 kgce/t of whole-site energy, no process to score it on
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 4_475_000),
+            ("works.steel_t", "t", None, None, False, "steel", 1000),
+        ],
+    ),
+    (
+        "steel_gappy",
+        "140105",
+        "3110",
+        [  # the incomer fell silent after 62.5% of the slots: 307.25 kgce/t would look at benchmark
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 2_500_000, (0.0, 0.625)),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 1000),
+        ],
+    ),
     # Shanxi coal power: the export meter is the output of the first, an output counter in MWh of the second
     (
         "coal_1",
@@ -187,8 +221,9 @@ WORLD = [
         "aluminium",
         "140105",
         "3216",
-        [  # every aluminium indicator: two in kWh/t, one in kgce/t
+        [  # liquid aluminium named by its indicator; ingots named only by the product (its whole-site kgce/t)
             ("potline.import_kwh", "kWh", "electricity", "import", False, None, 1_350_000),
+            ("potline.liquid_t", "t", None, None, False, "electrolytic_aluminium.liquid_ac_electricity", 100),
             ("cast.aluminium_t", "t", None, None, False, "electrolytic_aluminium", 100),
         ],
     ),
@@ -199,6 +234,16 @@ WORLD = [
         [  # no levels shipped for copper
             ("grid.import_kwh", "kWh", "electricity", "import", False, None, 100_000),
             ("anode.copper_t", "t", None, None, False, "copper", 50),
+        ],
+    ),
+    # Qinghai: the incomer was registered 40% into the blast furnace's span; its output counter ran throughout
+    (
+        "steel_late",
+        "630102",
+        "3110",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 2_000_000, (0.4, 1.0)),
+            ("bf.hot_metal_t", "t", None, None, False, "steel.blast_furnace", 1000),
         ],
     ),
     # Ningxia data centres: PUE 1.25 (with PV) and 1.111; the IT load meter is a sub-meter or a plain counter
@@ -221,6 +266,50 @@ WORLD = [
             ("it.load_kwh", "kWh", None, None, False, "data_centre", 2_700_000),
         ],
     ),
+    (
+        "dc_3",
+        "640104",
+        "6450",
+        [  # no import meter registered: PV over the IT load would be a PUE of 0.25
+            ("pv.generation_kwh", "kWh", "electricity", "generation", True, None, 500_000),
+            ("it.load_kwh", "kWh", None, None, False, "data_centre", 2_000_000),
+        ],
+    ),
+    # Ningxia coke (the only product with a benchmark there): 122.9 kgce/t, and a plant with no energy meter
+    (
+        "coke_1",
+        "640104",
+        "2521",
+        [
+            ("grid.import_kwh", "kWh", "electricity", "import", False, None, 1_000_000),
+            ("oven.coke_t", "t", None, None, False, "coke.stamp_charging", 1000),
+        ],
+    ),
+    (
+        "coke_blind",
+        "640502",
+        "2521",
+        [("oven.coke_t", "t", None, None, False, "coke.stamp_charging", 1000)],  # 0 kgce/t if it were scored
+    ),
+    (
+        "methanol_bare",
+        "640502",
+        "2614",
+        [  # output named only "methanol": which of the five routes is not said
+            ("coal.bituminous_t", "t", "bituminous_coal", "import", False, None, 1000),
+            ("synthesis.methanol_t", "t", None, None, False, "methanol", 500),
+        ],
+    ),
+    (
+        "coal_gappy",
+        "640104",
+        "4411",
+        [  # the output (export) meter sent half of its slots: 278.2 gce/kWh would meet the 300 target
+            ("coal.bituminous_t", "t", "bituminous_coal", "import", False, None, 5_000),
+            ("gen.gross_kwh", "kWh", "electricity", "generation", False, None, 12_600_000),
+            ("grid.export_kwh", "kWh", "electricity", "export", False, "coal_power", 12_000_000, (0.0, 0.5)),
+        ],
+    ),
 ]
 # equivalent standard-coal coefficients the world's expectations use (GB/T 2589; electricity 当量值)
 KGCE_PER_KWH = 0.1229
@@ -241,8 +330,22 @@ def year_start() -> datetime:
     return datetime(now.year, 1, 1, tzinfo=UTC) - timedelta(hours=8)
 
 
+def last_slot_end(now: datetime | None = None) -> datetime:
+    """The end of the last whole 15 minutes (UTC-aligned, as the 15-minute buckets are)."""
+    t = int((now or datetime.now(UTC)).timestamp())
+    return datetime.fromtimestamp(t - t % 900, UTC)
+
+
+def world_start() -> datetime:
+    return max(year_start(), last_slot_end() - timedelta(days=1))
+
+
 def product_world(db_url: str) -> dict[str, str]:
-    """Register the WORLD plants with their points and one interval each; returns key -> credit code."""
+    """Register the WORLD plants with their points and intervals; returns key -> credit code."""
+    start, end = world_start(), last_slot_end()
+    slots = int((end - start).total_seconds()) // 900
+    if slots < 32:
+        pytest.skip("the first eight hours of a Beijing year: too few 15-minute slots for the product world")
     codes, pids = {}, []
     with psycopg.connect(db_url) as conn:
         for n, (key, region, industry, points) in enumerate(WORLD, start=1):
@@ -258,20 +361,37 @@ def product_world(db_url: str) -> dict[str, str]:
             (meter,) = conn.execute(
                 "INSERT INTO meters (gateway_id, meter) VALUES (%s, 'main') RETURNING id", (gw,)
             ).fetchone()
-            for point, unit, carrier, direction, renewable, product, quantity in points:
+            for point, unit, carrier, direction, renewable, product, quantity, *span in points:
+                begin, end = span[0] if span else (0.0, 1.0)
+                first, last = math.floor(slots * begin), math.ceil(slots * end)
                 (pid,) = conn.execute(
                     """INSERT INTO points (enterprise, gateway_id, meter_id, point, kind, unit, carrier, direction,
-                                          renewable, product)
-                       VALUES (%s, %s, %s, %s, 'counter', %s, %s, %s, %s, %s) RETURNING id""",
-                    (code, gw, meter, point, unit, carrier, direction, renewable, product),
-                ).fetchone()
+                                          renewable, product, registered_at)
+                       VALUES (%s, %s, %s, %s, 'counter', %s, %s, %s, %s, %s, %s) RETURNING id""",
+                    (code, gw, meter, point, unit, carrier, direction, renewable, product,
+                     start + first * timedelta(minutes=15)),
+                ).fetchone()  # fmt: skip
                 conn.execute(
-                    "INSERT INTO intervals_15m (point_id, bucket, quantity) VALUES (%s, %s, %s)",
-                    (pid, year_start(), quantity),
+                    """INSERT INTO intervals_15m (point_id, bucket, quantity)
+                       SELECT %(p)s, %(start)s + k * interval '15 minutes',
+                              CASE WHEN k = %(first)s THEN %(q)s ELSE 0 END
+                       FROM generate_series(%(first)s, %(last)s - 1) k""",
+                    {"p": pid, "start": start, "q": quantity, "first": first, "last": last},
                 )
                 pids.append(pid)
     refresh_rollups_of(db_url, pids)
     return codes
+
+
+@dataclass
+class PointData:
+    """One point of a plant over the year, from its raw intervals."""
+
+    carrier: str | None
+    direction: str | None
+    product: str | None
+    since: datetime  # registration, or its first interval when earlier
+    covered: float = 0.0  # sum of the intervals' coverage: 15-minute slots backed by readings
 
 
 @dataclass
@@ -284,6 +404,7 @@ class Plant:
     tce: float = 0.0  # on the boundary: imports add, exports subtract
     tce_fuel: float = 0.0  # the same without electricity
     outputs: dict[str, float] = field(default_factory=dict)  # product -> quantity in t or kWh
+    points: dict[str, PointData] = field(default_factory=dict)
 
     @property
     def used(self) -> float:
@@ -293,6 +414,14 @@ class Plant:
     def green(self) -> float:
         return max(0.0, self.kwh.get("renewable", 0) - self.kwh.get("export", 0))
 
+    def completeness(self, names: list[str], now: datetime | None = None) -> dict[str, float]:
+        """Each named point's covered slots over the slots from the earliest start of any of them
+        (the year's start at the earliest) to the last whole 15 minutes."""
+        pts = [self.points[n] for n in names]
+        start = max(year_start(), min(p.since for p in pts))
+        slots = int((last_slot_end(now) - start).total_seconds()) // 900
+        return {n: min(1.0, self.points[n].covered / slots) for n in names}
+
 
 def plants_from_intervals(db_url: str, province: str) -> dict[str, Plant]:
     """Every enterprise of ``province``: sums of its raw intervals over the current Beijing year."""
@@ -300,17 +429,23 @@ def plants_from_intervals(db_url: str, province: str) -> dict[str, Plant]:
     hi = lo.replace(year=lo.year + 1)
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
-            """SELECT e.code, e.city, p.carrier, p.direction, p.renewable, p.product, p.unit, i.quantity
+            """SELECT e.code, e.city, p.point, p.registered_at, p.carrier, p.direction, p.renewable, p.product,
+                      p.unit, i.bucket, i.quantity, i.coverage
                FROM enterprises e LEFT JOIN points p ON p.enterprise = e.code
                LEFT JOIN intervals_15m i ON i.point_id = p.id AND i.bucket >= %s AND i.bucket < %s
                WHERE e.province = %s""",
             (lo, hi, province),
         ).fetchall()
     out: dict[str, Plant] = {}
-    for code, city, carrier, direction, renewable, product, unit, quantity in rows:
+    for code, city, point, registered, carrier, direction, renewable, product, unit, bucket, quantity, cov in rows:
         plant = out.setdefault(code, Plant(code, city))
+        if point is None:
+            continue
+        pd = plant.points.setdefault(point, PointData(carrier, direction, product, registered))
         if quantity is None:
             continue
+        pd.since = min(pd.since, bucket)
+        pd.covered += cov
         q = quantity * TO_BASE[unit]
         if product is not None:
             plant.outputs[product] = plant.outputs.get(product, 0.0) + q

@@ -108,13 +108,22 @@ def _green(plants) -> float:
 def test_benchmarks_green_power_and_intensities(api, browser):
     codes = product_world(api.db_url)
     shanxi = plants_from_intervals(api.db_url, "140000")
+    # the blast furnaces with complete data (the silent incomer's plant is not comparable)
+    gappy = codes["steel_gappy"]
     blast = [(p.tce * 1000 / p.outputs["steel.blast_furnace"], p.outputs["steel.blast_furnace"])
-             for p in shanxi.values() if "steel.blast_furnace" in p.outputs]  # fmt: skip
+             for p in shanxi.values() if "steel.blast_furnace" in p.outputs and p.code != gappy]  # fmt: skip
+    assert shanxi[gappy].completeness(["grid.import_kwh", "bf.hot_metal_t"])["grid.import_kwh"] < 0.9
     output = sum(q for _, q in blast)
     at_benchmark = sum(q for v, q in blast if v <= 361)  # the shipped benchmark level, kgce/t
     coal = [shanxi[codes["coal_1"]], shanxi[codes["coal_2"]]]
     coal_rate = sum(p.tce_fuel for p in coal) * 1e6 / sum(p.outputs["coal_power"] for p in coal)
-    converter = shanxi[codes["steel_4"]].outputs["steel.converter"]
+    # the steel share counts each enterprise once: the integrated works (at benchmark on its blast
+    # furnace, not on its converter) with its larger output, not at benchmark
+    works = shanxi[codes["steel_5"]]
+    works_bf = works.tce * 1000 / works.outputs["steel.blast_furnace"]
+    converters = sum(p.outputs["steel.converter"] for p in shanxi.values() if "steel.converter" in p.outputs)
+    steel_output = output - works.outputs["steel.blast_furnace"] + converters
+    steel_at = at_benchmark - (works.outputs["steel.blast_furnace"] if works_bf <= 361 else 0)
     renewable_tce = sum(p.kwh.get("renewable", 0) for p in shanxi.values()) * 0.1229 / 1000
     non_fossil = (
         sum(p.green for p in shanxi.values()) * 0.1229 / 1000 / (sum(p.tce for p in shanxi.values()) + renewable_tce)
@@ -127,8 +136,9 @@ def test_benchmarks_green_power_and_intensities(api, browser):
     page.wait_for_selector("#benchmarks")
     row = '[data-bench="steel.blast_furnace"]'
     cell = lambda r, c: page.inner_text(f'{r} [data-cell="{c}"]').strip()  # noqa: E731
-    assert cell(row, "share") == _pct(at_benchmark / output) == "25.0%"
-    assert cell(row, "enterprises") == str(len(blast))
+    assert cell(row, "share") == _pct(at_benchmark / output) == "40.0%"
+    assert cell(row, "enterprises") == str(len(blast)) and cell(row, "not_comparable") == "1"
+    assert "energy data" in page.get_attribute(f'{row} [data-cell="not_comparable"]', "title")
     assert cell(row, "output") == f"{output:,.2f} t"
     assert cell(row, "intensity") == f"{sum(v * q for v, q in blast) / output:,.2f} kgce/t"
     assert (cell(row, "baseline"), cell(row, "limit")) == ("1", "1")
@@ -136,8 +146,10 @@ def test_benchmarks_green_power_and_intensities(api, browser):
     assert cell('[data-bench="electrolytic_aluminium.liquid_ac_electricity"]', "share") == "—"
     assert "copper" in page.inner_text("#unlevelled")
     measured = '[data-target="{}-2025"]'
-    steel_share = 100 * at_benchmark / (output + converter)
+    steel_share = 100 * steel_at / steel_output
     assert cell(measured.format("steel_capacity_share_at_benchmark"), "measured") == f"{steel_share:,.2f}%"
+    assert "steel 1,000.00 t (1)" in page.inner_text("#unscored")  # named only "steel": no process scored
+    assert "90%" in page.inner_text("#benchmarks + p")
     assert cell(measured.format("coal_power_net_coal_consumption"), "measured") == f"{coal_rate:,.2f}gce/kWh"
     assert "未收录标杆水平" in page.inner_text(measured.format("aluminium_copper_capacity_share_at_benchmark"))
     assert page.inner_text("#kpi-green") == _pct(_green(shanxi.values()))
@@ -151,7 +163,8 @@ def test_benchmarks_green_power_and_intensities(api, browser):
     page.wait_for_selector("text=Benchmark attainment (monitored enterprises, output-weighted)")
     cement = page.inner_text(measured.format("cement_clinker_capacity_share_at_benchmark"))
     assert "no benchmark level shipped" in cement
-    assert cell(row, "share") == "25.0%" and "No green certificates" in page.inner_text("main")
+    assert cell(row, "share") == "40.0%" and "No green certificates" in page.inner_text("main")
+    assert "name the process" in page.get_attribute("#unscored span", "title")
     page.screenshot(path=str(ARTIFACTS / "dashboard-benchmarks-en.png"), full_page=True)
 
     # drill-downs: green power and every product intensity, in English now
@@ -165,15 +178,30 @@ def test_benchmarks_green_power_and_intensities(api, browser):
     aluminium = shanxi[codes["aluminium"]]
     page.goto(f"{api.url}/#/enterprise/{codes['aluminium']}")
     page.wait_for_selector('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]')
-    assert page.locator("#intensity tbody tr").count() == 3
+    assert page.locator("#intensity tbody tr").count() == 2  # ingot AC electricity: not named by a point
     liquid = cell('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]', "value")
     assert liquid.startswith(f"{aluminium.used / 100:,.1f} kWh/t") and "electricity used" in liquid
     comprehensive = cell('[data-intensity="electrolytic_aluminium.ingot_comprehensive_energy"]', "value")
     assert comprehensive.startswith(f"{aluminium.tce * 1000 / 100:,.1f} kgce/t")
     assert "worse than the limit" in page.inner_text('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]')
+    assert "process-level" in cell('[data-intensity="electrolytic_aluminium.ingot_comprehensive_energy"]', "note")
     page.screenshot(path=str(ARTIFACTS / "dashboard-intensity-en.png"), full_page=True)
+    # not comparable: no value, the reason instead; a bare "steel" asks for the process
+    page.goto(f"{api.url}/#/enterprise/{gappy}")
+    page.wait_for_selector('[data-intensity="steel.blast_furnace"] [data-cell="reason"]')
+    assert cell('[data-intensity="steel.blast_furnace"]', "value").startswith("—")
+    assert "not comparable" in cell('[data-intensity="steel.blast_furnace"]', "value")
+    assert "energy data" in cell('[data-intensity="steel.blast_furnace"]', "reason")
+    page.goto(f"{api.url}/#/enterprise/{codes['steel_bare']}")
+    page.wait_for_selector('[data-intensity="steel."] [data-cell="error"]')
+    assert "steel.blast_furnace" in cell('[data-intensity="steel."]', "error")
     page.click("#lang")
+    page.wait_for_selector('[data-intensity="steel."]')
+    page.goto(f"{api.url}/#/enterprise/{gappy}")
     page.wait_for_selector("text=绿电：就地可再生能源发电自用")
+    assert "不可比" in cell('[data-intensity="steel.blast_furnace"]', "value")
+    page.goto(f"{api.url}/#/enterprise/{codes['aluminium']}")
+    page.wait_for_selector('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]')
     assert "用电量" in cell('[data-intensity="electrolytic_aluminium.liquid_ac_electricity"]', "value")
     assert errors == []
 

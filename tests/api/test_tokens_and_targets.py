@@ -95,10 +95,14 @@ def test_product_intensity_against_levels(api):
                VALUES (%s, %s, %s, 'furnace.output_t', 'counter', 't', 'calcium_carbide') RETURNING id""",
             (SHANXI_A, gw, meter),
         ).fetchone()
-        # 50 t of output in the first 15 minutes of the seeded history
+        # 50 t of output in the first 15 minutes of the seeded history, then a counter at rest for the
+        # rest of it: as complete as the plant's energy meters, so the figure is comparable
         conn.execute(
-            "INSERT INTO intervals_15m (point_id, bucket, quantity) SELECT %s, min(bucket), 50 FROM intervals_15m",
-            (pid,),
+            """INSERT INTO intervals_15m (point_id, bucket, quantity)
+               SELECT %s, b, CASE WHEN b = min(b) OVER () THEN 50 ELSE 0 END
+               FROM (SELECT DISTINCT i.bucket AS b FROM intervals_15m i JOIN points p ON p.id = i.point_id
+                     WHERE p.enterprise = %s) x""",
+            (pid, SHANXI_A),
         )
     refresh_rollups_of(api.db_url, [pid])
     ov = httpx.get(f"{api.url}/api/v1/enterprises/{SHANXI_A}/overview", params={"year": year},
@@ -107,6 +111,7 @@ def test_product_intensity_against_levels(api):
     assert set(by) == {"comprehensive_energy", "furnace_electricity"}  # every indicator of the product
     item = by["comprehensive_energy"]
     expected = ov["totals"]["tce"] * 1000 / 50  # kgce per tonne
+    assert item["status"] == "compared" and item["completeness"]["output"] >= 0.9, item
     assert item["product"] == "calcium_carbide" and item["value"] == pytest.approx(expected, rel=1e-9)
     assert item["grade"] == compare("calcium_carbide", "comprehensive_energy", expected, region="140000").grade
     assert {lv["kind"] for lv in item["levels"]} >= {"grade_1", "grade_2", "grade_3"}
