@@ -164,6 +164,9 @@ class Outbox:
             self._message_bytes, self._depth = q(
                 "SELECT coalesce(sum(length(payload)), 0), count(*) FROM messages"
             ).fetchone()
+            self._stream_depth = dict.fromkeys(STREAMS, 0)
+            for stream, n in q("SELECT stream, count(*) FROM messages GROUP BY stream"):
+                self._stream_depth[stream] = int(n)
             self.dropped_messages_total = self._meta("dropped_messages")
             self.dropped_items_total = self._meta("dropped_items")
             self._oldest = self._query_oldest()
@@ -261,6 +264,7 @@ class Outbox:
         self._pending[stream] -= count
         self._message_bytes += len(payload)
         self._depth += 1
+        self._stream_depth[stream] += 1
         return 1
 
     def _enforce_bound(self) -> None:
@@ -269,11 +273,12 @@ class Outbox:
         dropped_messages = dropped_items = 0
         q = self._db.execute
         while self.bytes > self.max_bytes:
-            row = q("SELECT id, count, length(payload) FROM messages ORDER BY id LIMIT 1").fetchone()
+            row = q("SELECT id, count, length(payload), stream FROM messages ORDER BY id LIMIT 1").fetchone()
             if row is not None:
                 q("DELETE FROM messages WHERE id = ?", (row[0],))
                 self._message_bytes -= row[2]
                 self._depth -= 1
+                self._stream_depth[row[3]] -= 1
                 dropped_messages += 1
             else:
                 row = q("SELECT id, count, length(items), stream FROM pending ORDER BY id LIMIT 1").fetchone()
@@ -336,16 +341,21 @@ class Outbox:
             marks = ",".join("?" * len(ids))
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                n, size = self._db.execute(
-                    f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages WHERE id IN ({marks})", ids
-                ).fetchone()
+                found = self._db.execute(
+                    f"SELECT stream, count(*), coalesce(sum(length(payload)), 0) FROM messages "
+                    f"WHERE id IN ({marks}) GROUP BY stream",
+                    ids,
+                ).fetchall()
                 self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            n = sum(row[1] for row in found)
             self._depth -= n
-            self._message_bytes -= size
+            self._message_bytes -= sum(row[2] for row in found)
+            for stream, count, _ in found:
+                self._stream_depth[stream] -= count
             self._oldest = self._query_oldest()
             if self.bytes <= RESUME_AT * self.max_bytes:
                 self._refusing = False
@@ -357,6 +367,10 @@ class Outbox:
     def depth(self) -> int:
         """Sealed messages waiting for the broker's acknowledgement."""
         return self._depth
+
+    def has(self, stream: str) -> bool:
+        """Whether anything of ``stream`` is stored, sealed or pending."""
+        return self._stream_depth[stream] > 0 or self._pending[stream] > 0
 
     @property
     def pending_items(self) -> int:

@@ -12,7 +12,8 @@ a retry after a timeout, and a probe of a *suspect* device, go ahead only if eve
 unanswered request ends before every other healthy device's slot tolerance runs out. A device
 that stops answering becomes suspect (a circuit breaker): it is no longer polled on its
 schedule but probed with one request, without retries, after an exponentially growing pause.
-So a dead unit costs its neighbours at most one timeout, once, and they keep their schedule.
+So a dead unit costs its neighbours at most one timeout, once (two on a bus without transaction
+ids, which then waits for its late answer), and they keep their schedule.
 A device answering with a Modbus exception is alive: only the points of that request are bad.
 An unexpected error while polling a device (a library error for its request, a bug) is that
 device's failure, not the bus's: its points read bad, its circuit opens, the traceback is
@@ -20,9 +21,12 @@ logged once, and its neighbours keep their schedule.
 
 A bus without transaction ids (Modbus RTU or ASCII, on a serial line or through a TCP serial
 server) cannot tell a late answer from the answer to the next request. After a timeout there
-the poller waits until the line has been quiet for ``line_quiet`` (a few character times, at
-least 50 ms) and discards whatever arrived before it sends again; and every answer must match
-its request (function code, unit, byte count) or it is dropped as a stray frame.
+the device still owes its answer: before the next request on the bus the poller waits until
+that answer has arrived and the line has been quiet for ``line_quiet`` (a few character times,
+at least 50 ms), or until the line has stayed quiet for a full ``timeout`` of that device, and
+discards whatever arrived. Every answer there must match its request (function code, unit, byte
+count) or it is dropped as a stray frame. Over Modbus TCP pymodbus has matched the transaction
+id, so an answer of the wrong size is the device's quirk: an error for that read only.
 
 Every reading carries the time its response arrived and a quality: ``good``; ``uncertain``
 for a counter that went backwards (:mod:`.counters`); ``bad`` with a null value when the read
@@ -215,7 +219,8 @@ class BusPoller:
     """Polls every device on one connection, one request at a time.
 
     ``line_quiet``: on a bus without transaction ids, how long the line must be quiet after a
-    timeout before the next request (default: :func:`default_line_quiet`).
+    late answer before the next request (default: :func:`default_line_quiet`); when no answer
+    comes, the line must stay quiet for the device's whole timeout.
     """
 
     meters: list[Meter]
@@ -253,7 +258,9 @@ class BusPoller:
         c = char_time(self.connection) or 0.0
         self._settle_limit = 2 * self.line_quiet + MAX_FRAME_CHARS * c  # a late frame may still be arriving
         self._dirty_at: float | None = None  # monotonic time the line went unsure (a timeout, a stray frame)
+        self._owed = 0.0  # seconds after _dirty_at that the device may still answer (its timeout)
         self._last_rx = 0.0  # monotonic time bytes last arrived
+        self._rx_waiter: asyncio.Future | None = None  # resolved when bytes arrive (see _settle)
         self._logged_errors: set[tuple[str, str]] = set()  # (device, error) logged with a traceback
 
     # --- the loop -----------------------------------------------------------------------------
@@ -301,8 +308,22 @@ class BusPoller:
         """Whether a request to ``device`` that goes unanswered still ends before every other
         healthy device's deadline: the test for retries and probes."""
         budget = min((d.deadline for d in self.devices.values() if not d.suspect and d is not device), default=math.inf)
-        settle = self.line_quiet if self.settles else 0.0  # an unanswered request is followed by a quiet line
-        return now + device.meter.timeout + settle + SLACK_MARGIN <= budget
+        timeout = device.meter.timeout
+        # Without transaction ids an unanswered request is followed by the wait for its answer.
+        owed = timeout + self.line_quiet if self.settles else 0.0
+        return now + self._settle_left() + timeout + owed + SLACK_MARGIN <= budget
+
+    def _settle_left(self) -> float:
+        """At most how long the bus must still wait for an owed answer before its next request."""
+        if self._dirty_at is None:
+            return 0.0
+        return max(0.0, self._dirty_at + self._owed - time.monotonic()) + self.line_quiet
+
+    def _owe(self, timeout: float) -> None:
+        """A request on a bus without transaction ids failed (no answer, a stray frame, an
+        error): its device may still answer it, up to ``timeout`` from now."""
+        self._dirty_at = time.monotonic()
+        self._owed = timeout
 
     async def open(self) -> bool:
         """Connect (or reconnect) to the bus once; True when connected."""
@@ -321,6 +342,8 @@ class BusPoller:
         """pymodbus hands every packet through here: note when bytes last arrived."""
         if not sending:
             self._last_rx = time.monotonic()
+            if self._rx_waiter is not None and not self._rx_waiter.done():
+                self._rx_waiter.set_result(None)
         return data
 
     def close(self) -> None:
@@ -419,20 +442,40 @@ class BusPoller:
         else:
             log.debug("%s on %s: %s", device.id, self.bus_key, error)
         if self.settles:
-            self._dirty_at = time.monotonic()  # whatever it was, the line may carry an answer nobody reads
+            self._owe(device.meter.timeout)  # whatever it was, the line may carry an answer nobody reads
         return error[:500]
 
     async def _settle(self) -> None:
-        """After a timeout on a bus without transaction ids: wait until the line has been quiet
-        for ``line_quiet`` (a late answer still arriving finishes first) and discard all input."""
-        start = self._dirty_at if self._dirty_at is not None else time.monotonic()
-        give_up = time.monotonic() + self._settle_limit
+        """Before the next request after a failed one on a bus without transaction ids: the
+        device owes its answer. Wait until it has arrived (bytes after the failure, then the line
+        quiet for ``line_quiet``) or until the line has stayed quiet for the device's whole
+        timeout, then discard all input.
+
+        A quiet wait alone is not enough: an answer that is late by more than the quiet time
+        would arrive while the next request waits, and a request of the same shape (the retry,
+        or another read of as many registers) would take it as its own.
+        """
+        mark, owed = self._dirty_at, self._owed
+        if mark is None:
+            return
+        give_up = mark + owed + self._settle_limit  # a line that never goes quiet cannot stop the bus
         while True:
             now = time.monotonic()
-            quiet = now - max(self._last_rx, start)
-            if quiet >= self.line_quiet or now >= give_up:
+            arrived = self._last_rx > mark  # the owed answer (or something) came: let it finish
+            left = self.line_quiet - (now - self._last_rx) if arrived else mark + owed - now
+            left = min(left, give_up - now)
+            if left <= 0:
                 break
-            await asyncio.sleep(min(self.line_quiet - quiet, give_up - now))
+            if arrived:
+                await asyncio.sleep(left)
+            else:  # until the answer starts arriving, or no answer is owed any more
+                self._rx_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await asyncio.wait_for(self._rx_waiter, left)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._rx_waiter = None
         self._dirty_at = None
         ctx = self.client.ctx
         ctx.recv_buffer = b""
@@ -454,12 +497,12 @@ class BusPoller:
         requests = self.metrics.requests
         failure: Exception = NoAnswer("no answer")
         for attempt in range(attempts):
+            if self._dirty_at is not None:
+                await self._settle()  # needed before any next request on the bus, retry or not
             if attempt:
                 if not self.fits(device, self.clock()):
                     break
                 await asyncio.sleep(0.02 * attempt)
-            if self._dirty_at is not None:
-                await self._settle()
             t0 = time.perf_counter()
             try:
                 rr = await fn(read.address, count=read.count, device_id=meter.unit_id)
@@ -470,7 +513,7 @@ class BusPoller:
                 failure = NoAnswer(_short(exc) if garbled else f"no answer within {meter.timeout:g}s")
                 self._silent_requests += 1
                 if self.settles:
-                    self._dirty_at = time.monotonic()
+                    self._owe(meter.timeout)
                 self._maybe_reset_tcp()
                 continue
             except (ConnectionException, OSError) as exc:
@@ -479,12 +522,18 @@ class BusPoller:
             self._latency.observe(time.perf_counter() - t0)
             self._silent_requests = 0
             stamp = self.clock()
-            stray = _mismatch(rr, read, meter.unit_id)
-            if stray is not None:
+            wrong = _mismatch(rr, read, meter.unit_id, exact=self.settles)
+            if wrong is not None:
                 requests.labels(meter.id, "error").inc()
-                failure = StrayFrame(f"{read.area.value} {read.address}+{read.count}: {stray}")
-                if self.settles:
-                    self._dirty_at = time.monotonic()
+                what = f"{read.area.value} {read.address}+{read.count}: {wrong}"
+                if not self.settles:
+                    # Modbus TCP: pymodbus matched the transaction id, so this is the answer, and
+                    # its device's quirk: an error for this read only (the device is alive).
+                    raise ModbusException(what)
+                # No transaction id: most likely a late answer to an earlier request, and the
+                # answer to this one may still come.
+                failure = StrayFrame(f"{what} (a late answer to an earlier request?)")
+                self._owe(meter.timeout)
                 continue
             if rr.isError():
                 requests.labels(meter.id, "exception").inc()
@@ -564,24 +613,31 @@ class BusPoller:
             await self.sink.health_changed(device, was)
 
 
-def _mismatch(rr, read: Read, unit_id: int) -> str | None:
-    """Why an answer cannot be the answer to ``read`` (None when it can): a frame of another
-    function, unit or size is a late answer to an earlier request."""
+def _mismatch(rr, read: Read, unit_id: int, exact: bool) -> str | None:
+    """Why an answer cannot be the answer to ``read`` (None when it can): another function,
+    unit or size.
+
+    Registers: exactly as many as asked. Bits: at least as many as asked (an answer carries
+    whole bytes, so 8 coils more at most); with ``exact`` (a bus without transaction ids, where
+    the size tells a late answer to another read) no more bytes than the request's either.
+    """
     fc = _FUNCTION_CODES[read.area]
     got = getattr(rr, "function_code", None)
     if got is None or got & 0x7F != fc:
-        return f"answer with function code {got} to a request with {fc} (a late answer to an earlier request?)"
+        return f"answer with function code {got} to a request with {fc}"
     dev = getattr(rr, "dev_id", unit_id)
     if dev and unit_id and dev != unit_id:
         return f"answer from unit {dev} to a request to unit {unit_id}"
     if rr.isError():
         return None
     if read.area.is_bit:
-        n, want = len(rr.bits), 8 * math.ceil(read.count / 8)
+        n = len(rr.bits)
+        wrong = n < read.count or (exact and n > 8 * math.ceil(read.count / 8))
     else:
-        n, want = len(rr.registers), read.count
-    if n != want:
-        return f"{n} values in an answer to a request for {read.count} (a late answer to an earlier request?)"
+        n = len(rr.registers)
+        wrong = n != read.count
+    if wrong:
+        return f"{n} values in an answer to a request for {read.count}"
     return None
 
 

@@ -16,8 +16,9 @@ sessions, so until the collectors resubscribe every telemetry message is answere
 dropped). Such a telemetry or events message stays in the outbox where it is; its stream is
 *held*: nothing more of it is sent until what is in flight has been answered, then its oldest
 message is tried again, alone, after a back-off (1 s doubling to 30 s, jittered). The first
-PUBACK 0 releases the stream and the kept messages follow in order. The other stream is not
-held up. Retained status messages are exempt: the broker keeps them for later subscribers.
+PUBACK 0 releases the stream and the kept messages follow in order; so does an outbox with
+nothing of the stream left (``drop_oldest`` deleted it). The other stream is not held up.
+Retained status messages are exempt: the broker keeps them for later subscribers.
 
 paho-mqtt is used directly rather than through aiomqtt: the publisher needs every PUBACK's
 reason code and an immediate failure of in-flight messages when the connection drops, and
@@ -404,6 +405,11 @@ class Publisher:
                 hold = self.holds.get(stream)
                 if stream in rewind:
                     continue
+                if hold is not None and stream not in flying and not self.outbox.has(stream):
+                    # drop_oldest deleted what it kept and nothing new came: nothing waits for a
+                    # subscriber any more (the next message, if it finds none, holds it again).
+                    self._release(stream, "nothing of it is left in the outbox")
+                    hold = None
                 if hold is None:
                     wanted[stream] = after[stream]
                 elif stream not in flying:
@@ -465,12 +471,16 @@ class Publisher:
                 delay,
             )
 
-    def _release(self, stream: str) -> None:
-        """A message of ``stream`` was delivered: it has subscribers again."""
+    def _release(self, stream: str, why: str | None = None) -> None:
+        """A message of ``stream`` was delivered (it has subscribers again), or there is nothing
+        of it left to deliver (``why``)."""
         hold = self.holds.pop(stream, None)
         if hold is None:
             return
         self.metrics.no_subscribers_since.labels(stream).set(0)
+        if why is not None:
+            log.info("%s: no longer held after %.0fs without a subscriber: %s", stream, time.time() - hold.since, why)
+            return
         log.info(
             "%s has a subscriber again after %.0fs without; sending the %d kept messages",
             stream,

@@ -82,9 +82,13 @@ class Faults:
     delay: float = 0.0  # seconds before answering (a slow device)
     delay_next: list[float] = field(default_factory=list)  # delays of the next requests, one each, before `delay`
     zero_once: set[str] = field(default_factory=set)  # channels that read 0 on their next read only
+    # Answers carry this many registers more (or, negative, fewer) than asked; for coils and
+    # discrete inputs, whole bytes of bits (a device quirk: the answer is otherwise right).
+    wrong_size: int = 0
 
     def clear(self) -> None:
         self.dead, self.drop_rate, self.drop_next, self.exception_code, self.delay = False, 0.0, 0, None, 0.0
+        self.wrong_size = 0
         self.delay_next.clear()
         self.zero_once.clear()
 
@@ -272,13 +276,13 @@ class SimulatedMeter:
         return f.dead or (f.drop_rate > 0 and self._rng.random() < f.drop_rate)
 
 
-FAULT_KINDS = ("dead", "drop", "exception", "delay", "zero-once", "rollover", "replace")
+FAULT_KINDS = ("dead", "drop", "exception", "delay", "wrong-size", "zero-once", "rollover", "replace")
 
 
 def apply_fault(meters: dict[str, SimulatedMeter], spec: str) -> None:
     """Apply ``METER:KIND[=VALUE]`` as ``carbonwatch simulate --fault`` gives it.
 
-    dead | drop=0.2 | exception=4 | delay=0.5 | zero-once=CHANNEL | rollover=CHANNEL | replace=CHANNEL
+    dead | drop=0.2 | exception=4 | delay=0.5 | wrong-size=-1 | zero-once=CHANNEL | rollover=CHANNEL | replace=CHANNEL
     """
     meter_id, _, rest = spec.partition(":")
     kind, _, value = rest.partition("=")
@@ -294,6 +298,8 @@ def apply_fault(meters: dict[str, SimulatedMeter], spec: str) -> None:
             sim.faults.exception_code = int(value)
         elif kind == "delay":
             sim.faults.delay = float(value)
+        elif kind == "wrong-size":
+            sim.faults.wrong_size = int(value)
         elif kind == "zero-once":
             sim.read_zero_once(value)
         elif kind == "rollover":

@@ -57,7 +57,20 @@ class _RequestHandler(ServerRequestHandler):
             response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
         response.transaction_id = pdu.transaction_id
         response.dev_id = pdu.dev_id
+        sim = getattr(self.server, "sims", {}).get(pdu.dev_id)
+        if sim is not None and sim.faults.wrong_size and not response.isError():
+            _resize(response, sim.faults.wrong_size)
         self.server_send(response, addr)
+
+
+def _resize(response, more: int) -> None:
+    """Make a read answer ``more`` registers (bytes of bits) longer, or shorter if negative."""
+    if response.function_code in (1, 2):
+        bits = list(response.bits)
+        response.bits = bits + [False] * (8 * more) if more > 0 else bits[: max(0, len(bits) + 8 * more)]
+    elif response.function_code in (3, 4):
+        regs = list(response.registers)
+        response.registers = regs + [0] * more if more > 0 else regs[: max(0, len(regs) + more)]
 
 
 class _Handlers:
@@ -185,6 +198,7 @@ class SiteSimulator:
                 bytesize=conn.bytesize,
                 ignore_missing_devices=True,
             )
+        server.sims = {m.unit_id: self.meters[m.id] for m in meters}  # for faults in the answers
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:

@@ -478,7 +478,8 @@ def order_label(byte_order: Order, word_order: Order, registers: int = 2) -> str
 
 def _check_width(p: Point) -> None:
     """Area, type, ``bit`` and ``byte`` agree: a bool is a coil, a discrete input or one bit of a
-    register; an 8-bit value is one named half of a register; neither is a counter."""
+    register, and never a counter; an 8-bit value is one named half of a register (a counter
+    may be one: a uint8 counter wraps at 256)."""
     if p.area.is_bit:
         if p.type is not DataType.BOOL:
             raise ValueError(f"a {p.area.value} point has type bool, not {p.type.value}")

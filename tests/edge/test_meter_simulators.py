@@ -173,6 +173,8 @@ def test_fault_switches(make_site):
     apply_fault(sims.meters, "pv:dead")
     apply_fault(sims.meters, "incomer:delay=0.25")
     apply_fault(sims.meters, "incomer:zero-once=incomer.import_kwh")
+    apply_fault(sims.meters, "pv:wrong-size=-1")
+    assert sims.meter("pv").faults.wrong_size == -1
     limit = sims.meter("incomer").near_rollover("import_kwh", counts=5)
     assert sims.meter("pv").faults.dead and sims.meter("incomer").faults.delay == 0.25
     assert "import_kwh" in sims.meter("incomer").faults.zero_once

@@ -15,7 +15,9 @@ import pytest
 from edgekit import Subscriber, assert_seqs_complete, epoch, localise_sample, sample_raw
 
 from carbonwatch.edge.agent import Agent
-from carbonwatch.edge.buffer import TELEMETRY
+from carbonwatch.edge.buffer import EVENTS, TELEMETRY, Outbox
+from carbonwatch.edge.metrics import EdgeMetrics
+from carbonwatch.edge.publisher import Publisher
 from carbonwatch.simulators.server import SiteSimulator
 
 pytestmark = pytest.mark.timeout(180)
@@ -169,3 +171,48 @@ def test_broker_restart_with_the_collector_back_later_than_the_agent(tmp_path, b
         assert len(away) >= 4, "readings taken while the collector was away arrived"
     finally:
         sub.close()
+
+
+def test_a_hold_ends_when_drop_oldest_leaves_nothing_of_its_stream(tmp_path, broker):
+    # Events have no subscriber and are held; telemetry is delivered. Telemetry fills the
+    # bounded outbox and drop_oldest deletes the one kept event: nothing of the events stream
+    # waits for a subscriber any more, so its gauge must not go on saying "nobody since ...".
+    sub = Subscriber(broker.port, "cw/v1/+/+/telemetry")
+    site = localise_sample(sample_raw(), tmp_path, broker_port=broker.port, meters={"incomer"})
+    event = b'[{"kind":"device_down","t":"2026-12-01T00:00:00.000Z","device":"incomer"}]'
+    reading = b'{"p":"incomer.import_kwh","t":"2026-12-01T00:00:00.000Z","v":1234.5,"q":"good"}'
+    telemetry = b"[" + b",".join([reading] * 30) + b"]"
+    # Room for the telemetry, not for both: storing it drops the oldest message, the event.
+    outbox = Outbox(tmp_path / "outbox.sqlite", len(event) + len(telemetry) - 1, batch_max_items=1, batch_max_age=0)
+    metrics = EdgeMetrics()
+    publisher = Publisher(site.enterprise.code, site.gateways[0], outbox, lambda: b"{}", metrics, status_interval=1.0)
+    found: dict = {}
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(publisher.run(stop))
+        try:
+            await outbox.aadd(EVENTS, event, 1)
+            publisher.wakeup.set()
+            await until(lambda: publisher.no_subscribers_since(EVENTS) is not None, 30, "the events stream held")
+            found["gauge_held"] = metrics.no_subscribers_since.labels(EVENTS)._value.get()
+            await outbox.aadd(TELEMETRY, telemetry, 30)
+            publisher.wakeup.set()
+            found["dropped"] = outbox.dropped_messages_total
+            found["events_left"] = outbox.has(EVENTS)
+            await until(lambda: outbox.depth == 0, 30, "the telemetry delivered")
+            await until(lambda: publisher.no_subscribers_since(EVENTS) is None, 10, "the hold of the events to end")
+            found["gauge_after"] = metrics.no_subscribers_since.labels(EVENTS)._value.get()
+        finally:
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(main())
+        assert found["gauge_held"] > 0 and found["dropped"] == 1 and not found["events_left"]
+        assert found["gauge_after"] == 0
+        sub.wait(lambda s: s.of("telemetry"), 10, "the telemetry")
+        assert metrics.publishes.labels(EVENTS, "acked")._value.get() == 0, "the event was never delivered"
+    finally:
+        sub.close()
+        outbox.close()
