@@ -2,11 +2,11 @@
 
 The consumption between two consecutive good readings of a cumulative register is their
 difference, spread over the buckets the pair spans in proportion to time. Rollover at the
-register width is unwrapped when the advance it implies is plausible; a backwards step, a reset,
-a lone jump taken back by the next reading and a step above the plausible rate are flagged and
-never silently rebased, so neither a transient zero, nor a garbage read, nor a replaced meter
-becomes a register-sized spike. The rules are in :mod:`.kernels`; :mod:`.reference` is their
-plain-Python twin.
+register width is unwrapped when the advance it implies is plausible (by the configured rate, or
+else by the counter's own observed rate); a backwards step, a reset, a lone jump taken back by the
+next reading and a step above the plausible rate are flagged and never silently rebased, so
+neither a transient zero, nor a garbage read, nor a replaced meter becomes a register-sized spike.
+The rules are in :mod:`.kernels`; :mod:`.reference` is their plain-Python twin.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def counter_intervals(
     bucket_seconds: int = BUCKET_SECONDS,
     *,
     max_rate: float | None = None,
+    prior: np.ndarray | None = None,
 ) -> Intervals:
     """Consumption per bucket from one counter's readings (ts in epoch seconds, any order).
 
@@ -70,7 +71,14 @@ def counter_intervals(
     advance per second (e.g. rated power in kWh/s with a margin; the site file's ``max_rate`` is
     per hour: ``Point.max_rate_per_second``); a step above ``max_rate * max(dt, bucket_seconds)``
     is flagged FLAG_SPIKE and not counted, and a wrap beyond it is a reset. None: no limit (a lone
-    jump is still skipped, and a wrap is believed only up to ``ROLLOVER_MAX_SHARE`` of the register).
+    jump is still skipped, and a wrap is believed up to ``ROLLOVER_MAX_SHARE`` of the register, and
+    beyond it up to half the register when the counter's own observed rate makes it plausible).
+
+    ``prior``: only when the readings are a window of a longer history (the collector's interval
+    builder): the quantities of the clean buckets (no ROLLOVER, RESET or PARTIAL flag; 0 for the
+    others) of the buckets up to and including the bucket of the first finite reading, oldest
+    first, as computed over the whole history; they give the observed rate its history (see
+    :mod:`.kernels`). None: the readings are the whole history.
     """
     ts = np.asarray(ts, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -83,7 +91,10 @@ def counter_intervals(
         empty = np.empty(0)
         return Intervals(empty.astype(np.int64), empty, empty.astype(np.int32), empty, empty.astype(np.int32))
     wrap, rate = _limits(rollover, max_rate)
-    return Intervals(*kernels.series_intervals(ts, values, wrap, rate, float(bucket_seconds)))
+    prior = np.empty(0) if prior is None else np.ascontiguousarray(prior, dtype=np.float64)
+    if prior.ndim != 1 or not np.isfinite(prior).all() or (prior < 0).any():
+        raise ValueError("prior must be a one-dimensional array of finite quantities >= 0")
+    return Intervals(*kernels.series_intervals(ts, values, wrap, rate, float(bucket_seconds), prior))
 
 
 def batch_intervals(

@@ -21,11 +21,25 @@ The rules for one point's series (the plain-Python twin in :mod:`.reference` mus
   falls further, or there is none yet, this reading is a glitch: skipped, baseline kept
   (FLAG_BACKWARDS). If the drop persists (the next reading is between this one and the
   baseline): a rollover when the register wraps (``rollover`` > 0) and the wrapped difference is
-  plausible: at most ``max_rate * max(dt, bucket)`` and half the register when the point has a
-  rate, at most ``ROLLOVER_MAX_SHARE`` of the register when it has none (counted, FLAG_ROLLOVER).
-  Otherwise a reset (meter replaced or cleared): not counted, the interval across it contributes
-  nothing, the baseline moves to the new value (FLAG_RESET). Never a negative quantity, never a
-  register-sized spike from a transient zero or from a replaced meter read as a wrap.
+  plausible (counted, FLAG_ROLLOVER); otherwise a reset (meter replaced or cleared): not counted,
+  the interval across it contributes nothing, the baseline moves to the new value (FLAG_RESET).
+  Either flag goes on every bucket from the one of the baseline to the one of this reading.
+  Plausible means, with ``span = max(dt, bucket)``:
+  - when the point has a rate: at most ``max_rate * span`` and at most half the register;
+  - when it has none: at most ``ROLLOVER_MAX_SHARE`` of the register (the floor: a counter with
+    no history still wraps near the top), or else at most half the register and at most
+    ``ROLLOVER_RATE_MULTIPLE * observed * span``. ``observed`` is the counter's own rate: the
+    largest quantity of a clean bucket (complete, flagged neither ROLLOVER nor RESET) among the
+    ``RATE_WINDOW_BUCKETS`` buckets before the baseline's bucket, per second (0 without one).
+    Those buckets are final when the drop is judged, and a verdict changes no bucket's
+    cleanness (both flags cover the same buckets), so one verdict never changes another.
+  Never a negative quantity, never a register-sized spike from a transient zero or from a
+  replaced meter read as a wrap: a wrap is only believed up to what the counter can advance.
+- ``prior`` (for a computation over a window of a longer history, e.g. the collector's): the
+  clean-bucket quantities (0 for any other bucket) of the buckets up to and including the first
+  reading's bucket, last element that bucket, as the whole history has them. They stand in for
+  those buckets when the observed rate is taken (the window's own first bucket lacks the readings
+  before the window). Empty: the readings are the whole history.
 - Coverage is the share of the bucket spanned by counted steps; below FULL_COVERAGE the bucket is
   FLAG_PARTIAL.
 """
@@ -42,7 +56,9 @@ from .flags import (
     FLAG_ROLLOVER,
     FLAG_SPIKE,
     FULL_COVERAGE,
+    RATE_WINDOW_BUCKETS,
     ROLLOVER_MAX_SHARE,
+    ROLLOVER_RATE_MULTIPLE,
 )
 
 
@@ -100,12 +116,36 @@ def _outlier(base_v, v, nxt):
     return base_v <= nxt and nxt < v and nxt - base_v < v - nxt
 
 
+@njit(cache=True)
+def observed_rate(base_b, first, qty, cov, flg, prior, bsec):
+    """The counter's own rate when a drop whose step starts in bucket ``base_b`` is judged: the
+    largest quantity of a clean bucket (complete, neither ROLLOVER nor RESET) among the
+    ``RATE_WINDOW_BUCKETS`` buckets before ``base_b``, per second; 0 when there is none.
+    ``prior[-1]`` stands for bucket ``first`` and the elements before it for the buckets before
+    (see the module rules); ``cov`` is in seconds (the bucket arrays while they are filled)."""
+    best = 0.0
+    lo = base_b - RATE_WINDOW_BUCKETS
+    own = first
+    npr = prior.shape[0]
+    if npr > 0:
+        p0 = first - npr + 1
+        for k in range(max(lo, p0), min(base_b, first + 1)):
+            best = max(best, prior[k - p0])
+        own = first + 1
+    for k in range(max(lo, own), base_b):
+        i = k - first
+        if flg[i] & (FLAG_ROLLOVER | FLAG_RESET) == 0 and cov[i] / bsec >= FULL_COVERAGE:
+            best = max(best, qty[i])
+    return best / bsec
+
+
 @njit(cache=True, inline="always")
-def _wrap_limit(rollover, max_rate, dt, bsec):
+def _wrap_limit(rollover, max_rate, dt, bsec, observed):
     """The largest wrapped difference accepted as a rollover (see the module rules)."""
+    span = max(dt, bsec)
     if max_rate < np.inf:
-        return min(0.5 * rollover, max_rate * max(dt, bsec))
-    return ROLLOVER_MAX_SHARE * rollover
+        return min(0.5 * rollover, max_rate * span)
+    return max(ROLLOVER_MAX_SHARE * rollover, min(0.5 * rollover, ROLLOVER_RATE_MULTIPLE * observed * span))
 
 
 @njit(cache=True, inline="always")
@@ -129,12 +169,13 @@ def _spread(t0, b0, t1, d, flag, bsec, first, qty, cov, flg):
 
 
 @njit(cache=True)
-def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, flg, cnt):
+def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, flg, cnt, prior):
     """Apply the counter rules to readings [lo, hi) of one point, adding into bucket arrays.
 
     ``qty``, ``cov``, ``flg`` and ``cnt`` (finite readings per bucket) are indexed by bucket -
     ``first``, start at zero and must cover the span of the finite readings (see
     :func:`point_span`). On return ``cov`` is the share of each bucket and PARTIAL is set.
+    ``prior``: clean-bucket quantities up to bucket ``first`` (see the module rules), or empty.
 
     Most counted steps stay inside one bucket; their sums are kept in registers (``acc_*``) and
     stored when the bucket changes or another write needs the arrays. The additions happen in the
@@ -189,10 +230,16 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
             flg[b - first] |= FLAG_BACKWARDS
         else:
             wrapped = v + rollover - base_v
-            if rollover > 0.0 and 0.0 <= wrapped <= _wrap_limit(rollover, max_rate, dt, bsec):
+            ok = rollover > 0.0 and wrapped >= 0.0
+            if ok and max_rate < np.inf:
+                ok = wrapped <= _wrap_limit(rollover, max_rate, dt, bsec, 0.0)
+            elif ok and wrapped > ROLLOVER_MAX_SHARE * rollover:  # beyond the floor: the observed rate decides
+                observed = observed_rate(base_b, first, qty, cov, flg, prior, bsec)
+                ok = wrapped <= _wrap_limit(rollover, max_rate, dt, bsec, observed)
+            if ok:
                 _spread(base_t, base_b, t, wrapped, FLAG_ROLLOVER, bsec, first, qty, cov, flg)
-            else:
-                flg[b - first] |= FLAG_RESET
+            for k in range(base_b - first, b - first + 1):  # the buckets of the step, either way
+                flg[k] |= FLAG_ROLLOVER if ok else FLAG_RESET
             base_t, base_b, base_v = t, b, v
         i = j
     if acc_k >= 0:
@@ -205,15 +252,17 @@ def point_buckets(ts, vals, lo, hi, rollover, max_rate, bsec, first, qty, cov, f
 
 
 @njit(cache=True)
-def series_intervals(ts, vals, rollover, max_rate, bsec):
-    """One point's readings (sorted by time) -> (bucket start, quantity, flags, coverage, readings)."""
+def series_intervals(ts, vals, rollover, max_rate, bsec, prior):
+    """One point's readings (sorted by time) -> (bucket start, quantity, flags, coverage, readings).
+
+    ``prior``: clean-bucket quantities up to the first reading's bucket (see the module rules), or empty."""
     n = ts.shape[0]
     first, nb = point_span(ts, vals, 0, n, bsec)
     qty = np.zeros(nb)
     cov = np.zeros(nb)
     flg = np.zeros(nb, dtype=np.int32)
     cnt = np.zeros(nb, dtype=np.int32)
-    point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg, cnt)
+    point_buckets(ts, vals, 0, n, rollover, max_rate, bsec, first, qty, cov, flg, cnt, prior)
     bucket = (first + np.arange(nb)) * np.int64(bsec)
     return bucket, qty, flg, cov, cnt
 
@@ -234,13 +283,14 @@ def batch_intervals(ts, vals, offsets, rollover, max_rate, bsec):
     cov = np.zeros(total)
     flg = np.zeros(total, dtype=np.int32)
     cnt = np.zeros(total, dtype=np.int32)
+    no_prior = np.empty(0)
     for p in prange(npts):
         a, b = starts[p], starts[p + 1]
         if a == b:
             continue
         lo, hi = offsets[p], offsets[p + 1]
         wrap, rate, first = rollover[p], max_rate[p], firsts[p]
-        point_buckets(ts, vals, lo, hi, wrap, rate, bsec, first, qty[a:b], cov[a:b], flg[a:b], cnt[a:b])
+        point_buckets(ts, vals, lo, hi, wrap, rate, bsec, first, qty[a:b], cov[a:b], flg[a:b], cnt[a:b], no_prior)
         for k in range(b - a):
             point[a + k] = p
             bucket[a + k] = (firsts[p] + k) * np.int64(bsec)
@@ -262,6 +312,7 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
     f = np.zeros((npts, nper), dtype=np.int32)
     r = np.zeros((npts, nper), dtype=np.int32)
     nmap = bucket_period.shape[0]
+    no_prior = np.empty(0)
     for p in prange(npts):
         lo, hi = offsets[p], offsets[p + 1]
         first, nb = point_span(ts, vals, lo, hi, bsec)
@@ -271,7 +322,7 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
         cov = np.zeros(nb)
         flg = np.zeros(nb, dtype=np.int32)
         cnt = np.zeros(nb, dtype=np.int32)
-        point_buckets(ts, vals, lo, hi, rollover[p], max_rate[p], bsec, first, qty, cov, flg, cnt)
+        point_buckets(ts, vals, lo, hi, rollover[p], max_rate[p], bsec, first, qty, cov, flg, cnt, no_prior)
         for k in range(nb):
             idx = first + k - origin
             if idx < 0 or idx >= nmap:
@@ -291,7 +342,10 @@ def rollup_points(ts, vals, offsets, rollover, max_rate, bsec, origin, bucket_pe
 def _in_order(point, ts, vals, i):
     if point[i] != point[i - 1]:
         return point[i] > point[i - 1]
-    return ts[i] > ts[i - 1] or (ts[i] == ts[i - 1] and not vals[i] < vals[i - 1])
+    if ts[i] != ts[i - 1]:
+        return ts[i] > ts[i - 1]
+    # at equal times by value with NaN last, as np.lexsort sorts: a NaN cannot hide two values out of order
+    return np.isnan(vals[i]) or vals[i] >= vals[i - 1]
 
 
 @njit(cache=True, parallel=True)

@@ -3,8 +3,10 @@
 Each function states the rule the way a person checks it by hand: sort the readings, walk them
 one by one, spread each counted difference over the 15-minute buckets it spans, and sum by point
 and by Beijing-time period. The tests require the numba kernels to agree with these functions on
-random inputs (rollovers, resets, glitches, gaps, out-of-order readings, duplicate times). The
-rules themselves are described in :mod:`.kernels`.
+random inputs (rollovers, also after long gaps, resets, glitches, gaps, out-of-order readings,
+duplicate times). The rules themselves are described in :mod:`.kernels`; a wrap beyond 1/16 of
+the register with no configured rate is judged by the counter's observed rate (``observed_rate``
+below: the largest clean 15-minute bucket of the day before, and 4x that rate over the gap).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from .flags import (
     FLAG_ROLLOVER,
     FLAG_SPIKE,
     FULL_COVERAGE,
+    RATE_WINDOW_BUCKETS,
     ROLLOVER_MAX_SHARE,
+    ROLLOVER_RATE_MULTIPLE,
 )
 
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -32,8 +36,14 @@ def counter_buckets(
     rollover: float | None = None,
     max_rate: float | None = None,
     bucket_seconds: float = 900.0,
+    prior: list[float] | None = None,
 ) -> dict[int, list]:
-    """{bucket start: [quantity, flags, coverage, readings]} from one point's (time, value) readings."""
+    """{bucket start: [quantity, flags, coverage, readings]} from one point's (time, value) readings.
+
+    ``prior``: when the readings are a window of a longer history, the quantities of the clean
+    buckets (0 for others) up to and including the first reading's bucket, as the whole history
+    has them (the last element is that bucket): they stand in for those buckets when the observed
+    rate of a wrap is taken (see :mod:`.kernels`)."""
     # by time, and at equal times by value, whatever order the readings came in
     series = sorted((float(t), float(v)) for t, v in readings if math.isfinite(v))
     out: dict[int, list] = {}
@@ -65,6 +75,23 @@ def counter_buckets(
             cell[1] |= flag
             b += 1
 
+    prior = list(prior or [])
+    own_from = first + 1 if prior else first  # the first bucket's own sum lacks what came before a window
+
+    def observed_rate(base_b: int) -> float:
+        """The counter's own rate when a drop from bucket ``base_b`` is judged: the largest
+        quantity of a clean bucket (complete, neither ROLLOVER nor RESET) among the
+        RATE_WINDOW_BUCKETS buckets before it, per second (0 when there is none)."""
+        best = 0.0
+        for k in range(base_b - RATE_WINDOW_BUCKETS, base_b):
+            if prior and first - len(prior) < k <= first:
+                best = max(best, prior[k - first - 1])
+            elif k >= own_from:
+                qty, flags, cov, _ = out[k]
+                if not flags & (FLAG_ROLLOVER | FLAG_RESET) and cov / size >= FULL_COVERAGE:
+                    best = max(best, qty)
+        return best / size
+
     # no limit when none is given (or it is not a finite number >= 0), as in intervals._limits
     rate_known = max_rate is not None and math.isfinite(max_rate) and max_rate >= 0
     limit_rate = max_rate if rate_known else math.inf
@@ -92,13 +119,21 @@ def counter_buckets(
             bucket(t)[1] |= FLAG_BACKWARDS
             continue
         wrapped = v + wrap - base_v
-        # a wrap is believed only when the advance it implies is plausible: by the rate where one is
-        # known (and at most half the register), else a small share of the register
-        wrap_limit = min(0.5 * wrap, plausible) if rate_known else ROLLOVER_MAX_SHARE * wrap
-        if wrap > 0 and 0 <= wrapped <= wrap_limit:
-            spread(base_t, t, wrapped, FLAG_ROLLOVER)
+        # a wrap is believed only when the advance it implies is plausible: by the configured rate
+        # where there is one (and at most half the register); else always up to a small share of the
+        # register, and beyond it up to a few times the counter's own observed rate (and half the register)
+        span = max(t - base_t, size)
+        if rate_known:
+            wrap_ok = wrap > 0 and 0 <= wrapped <= min(0.5 * wrap, plausible)
+        elif wrap > 0 and 0 <= wrapped <= ROLLOVER_MAX_SHARE * wrap:
+            wrap_ok = True
         else:
-            bucket(t)[1] |= FLAG_RESET
+            observed = observed_rate(math.floor(base_t / size))
+            wrap_ok = wrap > 0 and 0 <= wrapped <= min(0.5 * wrap, ROLLOVER_RATE_MULTIPLE * observed * span)
+        if wrap_ok:
+            spread(base_t, t, wrapped, FLAG_ROLLOVER)
+        for b in range(math.floor(base_t / size), math.floor(t / size) + 1):  # the step's buckets, either way
+            out[b][1] |= FLAG_ROLLOVER if wrap_ok else FLAG_RESET
         base_t, base_v = t, v
     for cell in out.values():
         cell[2] /= size

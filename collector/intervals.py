@@ -26,11 +26,26 @@ transient drops, lone spikes, rollovers, a rate limit and readings arriving in a
 
 Each counter's limits come from the points registry: ``rollover`` (the register width) and
 ``max_rate_per_hour`` (the site file's ``max_rate``), passed to the core per second.
+
+A wrapping counter without ``max_rate`` has its wraps beyond 1/16 of the register judged by its own
+observed rate: the largest clean 15-minute bucket among the ``RATE_WINDOW_BUCKETS`` (a day) before
+the wrap (see :mod:`carbonwatch.accounting.kernels`). A window computation does not hold that day,
+and the bucket its first reading falls in lacks what came before, so the builder passes those
+buckets in from ``intervals_15m`` itself (``prior``): stored buckets before the rewrite are what a
+computation over the whole history gives (that is what the builder maintains), and a verdict on a
+wrap never changes which buckets are clean, so they are final. They are read only where they can
+change something: a rate can only turn a reset into a rollover, so the window is computed first
+with no history (every earlier bucket taken as not clean) and computed again with the stored
+buckets only when it has a RESET. The other way round, rewritten buckets change the rate of
+wraps up to a day after them, so for such counters the rewrite runs on to the first reading
+accepted whatever came before at least ``RATE_WINDOW_BUCKETS`` after the end found above (no cost
+when the new readings are the latest, the usual case).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +54,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
+from carbonwatch.accounting.flags import FLAG_PARTIAL, FLAG_RESET, FLAG_ROLLOVER, RATE_WINDOW_BUCKETS
 from carbonwatch.accounting.intervals import BUCKET_SECONDS, counter_intervals
 
 from .copy_format import HEADER, PG_EPOCH_US, TRAILER
@@ -98,6 +114,16 @@ CROSS JOIN LATERAL (
     ) u
 ) x
 ORDER BY w.point_id"""
+
+# Per window: the stored clean buckets (complete, neither a rollover nor a reset) from a day before
+# the bucket of its first reading through that bucket; they give the core the counter's observed rate.
+_PRIOR = f"""
+SELECT w.point_id, array_agg(extract(epoch FROM i.bucket)::float8), array_agg(i.quantity)
+FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS w(point_id, lo, hi)
+JOIN intervals_15m i ON i.point_id = w.point_id AND i.bucket >= w.lo AND i.bucket <= w.hi
+WHERE i.flags & {FLAG_PARTIAL | FLAG_ROLLOVER | FLAG_RESET} = 0
+GROUP BY w.point_id"""
+RATE_SPAN = RATE_WINDOW_BUCKETS * BUCKET_SECONDS  # seconds of history the observed rate looks at
 
 _DELETE = """
 DELETE FROM intervals_15m i USING unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS s(point_id, lo, hi)
@@ -170,6 +196,14 @@ def window_end(ts: np.ndarray, values: np.ndarray, hi: float, min_end: float, ta
     return None
 
 
+def _judged_by_rate(rollover: float | None, max_rate: float | None) -> bool:
+    """True when the core judges the counter's wraps beyond the floor by its own observed rate: it
+    wraps (a register width) and has no plausible rate configured (as ``accounting.intervals``)."""
+    wraps = rollover is not None and math.isfinite(rollover) and rollover > 0
+    rated = max_rate is not None and math.isfinite(max_rate) and max_rate >= 0
+    return wraps and not rated
+
+
 def _floor(t: float) -> float:
     return t - t % BUCKET_SECONDS
 
@@ -234,7 +268,9 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
             limits[point_id] = (rollover, None if max_rate_per_hour is None else max_rate_per_hour / 3600.0)
         # Load each window with a few readings after it; where those do not show where the rewrite
         # can end (a long run below an earlier reading, e.g. after a rollover), load more.
-        windows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        # Counters whose wraps their own observed rate judges (a register width, no max_rate).
+        by_rate = {p for p, (rollover, max_rate) in limits.items() if _judged_by_rate(rollover, max_rate)}
+        windows: dict[int, tuple[np.ndarray, np.ndarray, float, bool]] = {}
         pending, tail_limit = list(first), LOOKBACK + 1
         while pending:
             retry = []
@@ -246,30 +282,70 @@ def build_intervals(conn: psycopg.Connection, max_batches: int = 500) -> BuildRe
                 ts = np.array(ts_list or [], dtype=np.float64)
                 values = np.array(value_list or [], dtype=np.float64)
                 # the readings after the window start are loaded: a reading with none after it is the last
-                start = baseline_index(values, int(np.searchsorted(ts, lo)), complete=True)
+                before = int(np.searchsorted(ts, lo))
+                start = baseline_index(values, before, complete=True)
                 ts, values = ts[start:], values[start:]
                 complete = len(ts) - np.searchsorted(ts, min_hi) < tail_limit
-                end = window_end(ts, values, new_hi, min_hi, complete or tail_limit >= MAX_TAIL)
+                done = complete or tail_limit >= MAX_TAIL
+                end = window_end(ts, values, new_hi, min_hi, done)
+                if end is not None and point_id in by_rate:
+                    # the buckets rewritten give the observed rate of wraps up to a day after them
+                    end = window_end(ts, values, end + RATE_SPAN, end, done)
                 if end is None:
                     retry.append(point_id)
                 else:
-                    windows[point_id] = (ts, values, end)
+                    windows[point_id] = (ts, values, end, before == 0)  # nothing before: the whole history
             pending, tail_limit = retry, min(tail_limit * 8, MAX_TAIL)
 
-        body: list[bytes] = []
-        affected: tuple[list, list, list] = ([], [], [])
-        for point_id, (ts, values, hi) in windows.items():
-            lo = first[point_id][0]
+        def compute(point_id: int, prior: np.ndarray | None):
+            ts, values, _, _ = windows[point_id]
             rollover, max_rate = limits[point_id]
+            extra = {} if prior is None else {"prior": prior}
             try:
-                iv = counter_intervals(ts, values, rollover, bucket_seconds=BUCKET_SECONDS, max_rate=max_rate)
+                return counter_intervals(ts, values, rollover, BUCKET_SECONDS, max_rate=max_rate, **extra)
             except Exception:
                 log.exception("intervals of point %d failed to build; retried later", point_id)
                 lo_dt, hi_dt = spans[point_id]
                 n = attempts[point_id] + 1
                 cur.execute(_REQUEUE, {"p": point_id, "lo": lo_dt, "hi": hi_dt, "n": n})
                 result.failed.append(point_id)
+                return None
+
+        # First without the stored history of the observed rate (every bucket before the window taken
+        # as not clean); a wrap judged a rollover stays one with the history, a reset may not.
+        computed = {}
+        recheck: dict[int, float] = {}  # point -> bucket (epoch seconds) of its window's first reading
+        for point_id, (ts, values, hi, whole) in windows.items():
+            lo = first[point_id][0]
+            finite = ts[np.isfinite(values)]
+            window_first = _floor(finite[0]) if len(finite) else lo
+            history = point_id in by_rate and not whole and window_first < lo
+            iv = compute(point_id, np.zeros(1) if history else None)
+            if iv is None:
                 continue
+            computed[point_id] = iv
+            if history and (iv.flags[(iv.bucket >= lo) & (iv.bucket < hi)] & FLAG_RESET).any():
+                recheck[point_id] = window_first
+        if recheck:
+            ids_ = list(recheck)
+            priors = {p: np.zeros(RATE_WINDOW_BUCKETS + 1) for p in ids_}
+            for point_id, buckets, quantities in cur.execute(
+                _PRIOR,
+                (ids_, [_utc(recheck[p] - RATE_SPAN) for p in ids_], [_utc(recheck[p]) for p in ids_]),
+            ).fetchall():
+                at = np.rint((np.array(buckets) - (recheck[point_id] - RATE_SPAN)) / BUCKET_SECONDS).astype(np.int64)
+                priors[point_id][at] = quantities
+            for point_id in ids_:
+                iv = compute(point_id, priors[point_id])
+                if iv is None:
+                    del computed[point_id]
+                else:
+                    computed[point_id] = iv
+
+        body: list[bytes] = []
+        affected: tuple[list, list, list] = ([], [], [])
+        for point_id, iv in computed.items():
+            lo, hi = first[point_id][0], windows[point_id][2]
             affected[0].append(point_id)
             affected[1].append(_utc(lo))
             affected[2].append(_utc(hi))

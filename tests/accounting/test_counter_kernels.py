@@ -1,8 +1,9 @@
 """The numba kernels equal the plain-Python reference, and the counter rules hold on known cases.
 
-Random series include rollovers at the register width, resets (replaced meters), transient zeros,
-lone spikes and garbage register reads, non-finite values, gaps, duplicate times and
-out-of-order readings, with and without a plausible maximum rate.
+Random series include rollovers at the register width (also after long gaps, judged by the
+counter's observed rate), resets (replaced meters), transient zeros, lone spikes and garbage
+register reads, non-finite values, gaps, duplicate times and out-of-order readings, with and
+without a plausible maximum rate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carbonwatch.accounting import kernels, reference
-from carbonwatch.accounting.flags import FLAG_BACKWARDS, FLAG_PARTIAL, FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
+from carbonwatch.accounting.flags import (
+    FLAG_BACKWARDS,
+    FLAG_PARTIAL,
+    FLAG_RESET,
+    FLAG_ROLLOVER,
+    FLAG_SPIKE,
+    RATE_WINDOW_BUCKETS,
+    ROLLOVER_MAX_SHARE,
+    ROLLOVER_RATE_MULTIPLE,
+)
 from carbonwatch.accounting.intervals import batch_intervals, counter_intervals, point_limits, sort_readings
 from carbonwatch.accounting.periods import period_map
 
@@ -37,6 +47,8 @@ def series(draw, max_n: int = 40) -> dict:
         ts = ts + np.array(draw(st.lists(st.integers(0, 999), min_size=n, max_size=n))) / 1000.0
         ts.sort()
     incs = draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 7.25, 40.0, 300.0]), min_size=n - 1, max_size=n - 1))
+    if draw(st.booleans()):  # consumption at a steady rate: a long gap carries a wrap far beyond the floor
+        incs = list(draw(st.sampled_from([0.05, 1.0, 4.0, 30.0])) * np.diff(ts))
     true = draw(st.sampled_from([0.0, 900.0, 53_000.0, 60_000.0, 30e6])) + np.concatenate([[0.0], np.cumsum(incs)])
     rollover = draw(st.sampled_from([None, 65536.0, 1000.0, UINT32_001]))
     values = np.mod(true, rollover) if rollover else true.copy()
@@ -346,3 +358,234 @@ def test_a_rise_that_persists_is_counted_without_a_rate():
     """Without a rate a persistent rise cannot be told from real use: counted, not second-guessed."""
     iv = counter_intervals(T0 + np.arange(4) * 300.0, np.array([100.0, 101.0, 200.0, 201.0]))
     assert iv.quantity.sum() == pytest.approx(101.0) and not (iv.flags & FLAG_SPIKE).any()
+
+
+# --- review findings: wraps after long gaps, with no rate configured -----------------------------
+
+UINT16 = 65_536.0  # a uint16 register at scale 1 kWh
+
+
+def long_gap_wrap(history_minutes: int, poll: float = 300.0, per_poll: float = 1_300.0):
+    """A uint16 kWh counter on a 15.6 MW load (1,300 kWh per 5 minutes) read every ``poll``
+    seconds for ``history_minutes``, then again 75 minutes later across a wrap (19,500 kWh), then
+    twice more: (ts, values, true consumption)."""
+    k = int(history_minutes * 60 // poll)
+    rate = per_poll / poll
+    t_before = T0 + np.arange(k + 1) * poll
+    t_after = t_before[-1] + 4_500.0 + np.arange(3) * poll
+    ts = np.r_[t_before, t_after]
+    true = 62_000.0 - k * per_poll + (ts - T0) * rate  # 62,000 kWh when the gap starts
+    return ts, np.mod(true, UINT16), true[-1] - true[0]
+
+
+def test_a_wrap_after_a_75_minute_gap_is_counted_in_full():
+    """Review example: a uint16 counter at scale 1 read again 75 minutes later across a wrap (real
+    19,500 kWh, 30% of the register) was a reset (19,500 lost, flags 16|4) unless max_rate was set.
+    Its own history (complete 15-minute buckets at 1,300 kWh per 5 minutes) makes the wrap plausible."""
+    ts, values, total = long_gap_wrap(history_minutes=60)
+    for rate in (None, 50_000.0 / 3600):  # none, or the site file's max_rate of 50 MWh/h
+        iv = counter_intervals(ts, values, UINT16, max_rate=rate)
+        want = reference.counter_buckets(list(zip(ts, values, strict=True)), UINT16, rate)
+        assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+        assert iv.quantity.sum() == pytest.approx(total), rate
+        assert (iv.flags & FLAG_ROLLOVER).any() and not (iv.flags & FLAG_RESET).any()
+
+
+def test_a_long_gap_wrap_with_no_history_needs_the_window_history_or_a_rate():
+    """Without any complete bucket before the gap there is no observed rate: only the floor (1/16 of
+    the register) is believed, and the 19,500 kWh wrap is a reset, as before. Given the history as
+    ``prior`` (a window of a longer series, as the collector computes it), it is counted in full."""
+    ts, values, _ = long_gap_wrap(history_minutes=60)
+    window = slice(len(ts) - 4, None)  # the last reading before the gap and those after it
+    alone = counter_intervals(ts[window], values[window], UINT16)
+    assert alone.flags[0] & FLAG_RESET and not (alone.flags & FLAG_ROLLOVER).any()
+    assert alone.quantity.sum() == pytest.approx(2 * 1_300.0)
+    whole = counter_intervals(ts, values, UINT16)
+    prior = window_prior(whole, ts[window][0])
+    got = counter_intervals(ts[window], values[window], UINT16, prior=prior)
+    assert got.quantity.sum() == pytest.approx(19_500.0 + 2 * 1_300.0)
+    assert (got.flags & FLAG_ROLLOVER).any() and not (got.flags & FLAG_RESET).any()
+    with_rate = counter_intervals(ts[window], values[window], UINT16, max_rate=50_000.0 / 3600)
+    assert with_rate.quantity.sum() == pytest.approx(19_500.0 + 2 * 1_300.0)
+
+
+def test_a_uint32_wh_register_wraps_after_a_30_hour_gap_on_a_10_mw_load():
+    """A uint32 Wh register wraps at 4,294,967,296 Wh; its floor (1/16) is 268 MWh, 27 hours of a
+    10 MW load. Hourly readings for a day, then 30 hours without: 300 MWh across the wrap, counted."""
+    r = 2.0**32
+    per_hour = 10e6  # Wh
+    ts = np.r_[T0 + np.arange(25) * 3600.0, T0 + (24 + 30 + np.arange(3)) * 3600.0]
+    true = (r - 25 * per_hour) + (ts - T0) / 3600.0 * per_hour
+    values = np.mod(true, r)
+    iv = counter_intervals(ts, values, r)
+    want = reference.counter_buckets(list(zip(ts, values, strict=True)), r, None)
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    assert iv.quantity.sum() == pytest.approx(true[-1] - true[0], rel=1e-12)
+    assert (iv.flags & FLAG_ROLLOVER).any() and not (iv.flags & FLAG_RESET).any()
+
+
+def test_a_replaced_meter_with_a_long_history_is_still_a_reset():
+    """The rule the floor exists for stays: a uint32 x 0.01 register at 30e6 kWh on a real load (here
+    2 MW, a day of 5-minute readings), replaced over a day and reading 0, 5, 10, would be a 12.9 GWh
+    wrap. Four times its highest 15-minute rate over a day is 192 MWh: a reset, nothing counted across."""
+    ts_before = T0 + np.arange(289) * 300.0
+    before = 30e6 - 288 * 2_000.0 / 12 + np.arange(289) * 2_000.0 / 12
+    ts = np.r_[ts_before, ts_before[-1] + 86_400.0 + np.arange(3) * 300.0]
+    values = np.r_[before, [0.0, 5.0, 10.0]]
+    iv = counter_intervals(ts, values, UINT32_001)
+    want = reference.counter_buckets(list(zip(ts, values, strict=True)), UINT32_001, None)
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    assert iv.quantity.sum() == pytest.approx(before[-1] - before[0] + 10.0)
+    assert (iv.flags & FLAG_RESET).any() and not (iv.flags & FLAG_ROLLOVER).any()
+    across = (iv.bucket >= ts_before[-1] - ts_before[-1] % 900) & (iv.bucket < ts[-3])
+    assert (iv.flags[across] & FLAG_RESET).all(), "every bucket of the step across the reset is flagged"
+    assert iv.quantity[across][1:].sum() == 0.0
+
+
+@st.composite
+def long_gap_series(draw, max_segments: int = 6) -> dict:
+    """A counter on a steady load read in runs of polls separated by gaps of up to 30 hours, on a
+    register a long gap can wrap by more than the floor; the load across a gap is 0 to 8 times the
+    load before it; now and then a transient zero, a garbage read or a replaced meter; sometimes a
+    rate limit; readings in any order."""
+    r = draw(st.sampled_from([UINT16, 1e6, UINT32_001, 2.0**32]))
+    rate = r * draw(st.floats(0.0005, 0.01)) / 900.0  # 0.05% to 1% of the register per bucket
+    t = float(draw(st.integers(1_700_000_000, 1_800_000_000)))
+    level = draw(st.floats(0.0, 0.99)) * r
+    ts, true = [], []
+    for _ in range(draw(st.integers(1, max_segments))):
+        poll = draw(st.sampled_from([60.0, 300.0, 900.0, 1234.5]))
+        for _ in range(draw(st.integers(1, 30))):
+            ts.append(t)
+            true.append(level)
+            t += poll
+            level += rate * poll
+        gap = draw(st.floats(900.0, 30 * 3600.0))
+        t += gap - poll
+        level += rate * draw(st.sampled_from([0.0, 0.5, 1.0, 3.0, 8.0])) * (gap - poll)
+    ts, values = np.array(ts), np.mod(np.array(true), r)
+    for i in range(len(values)):
+        kind = draw(st.sampled_from(["ok"] * 20 + ["zero", "garbage", "reset"]))
+        if kind == "zero":
+            values[i] = 0.0
+        elif kind == "garbage":
+            values[i] = r - 1.0
+        elif kind == "reset":
+            values[i:] = np.mod(values[i:] - values[i] + draw(st.sampled_from([0.0, 3.0])), r)
+    max_rate = draw(st.sampled_from([None, None, None, rate * 1.5]))
+    order = draw(st.permutations(range(len(ts)))) if draw(st.booleans()) else list(range(len(ts)))
+    return {"ts": ts[order], "values": values[order], "rollover": r, "max_rate": max_rate}
+
+
+@SETTINGS
+@given(long_gap_series())
+def test_long_gap_wraps_kernel_equals_reference(s):
+    iv = counter_intervals(s["ts"], s["values"], s["rollover"], max_rate=s["max_rate"])
+    want = reference.counter_buckets(list(zip(s["ts"], s["values"], strict=True)), s["rollover"], s["max_rate"])
+    if len(s["ts"]) < 2:
+        assert len(iv.bucket) == 0
+        return
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    assert (iv.quantity >= 0).all()
+    many = [s, {**s, "max_rate": None}]
+    point = np.concatenate([np.full(len(x["ts"]), p) for p, x in enumerate(many)])
+    got = batch_intervals(
+        point,
+        np.concatenate([x["ts"] for x in many]),
+        np.concatenate([x["values"] for x in many]),
+        np.array([x["rollover"] for x in many]),
+        np.array([math.inf if x["max_rate"] is None else x["max_rate"] for x in many]),
+    )
+    for p, x in enumerate(many):
+        want = reference.counter_buckets(list(zip(x["ts"], x["values"], strict=True)), x["rollover"], x["max_rate"])
+        mine = got.point == p
+        cols = (got.bucket[mine], got.quantity[mine], got.flags[mine], got.coverage[mine], got.readings[mine])
+        rows = {int(b): (float(q), int(f), float(c), int(r)) for b, q, f, c, r in zip(*cols, strict=True)}
+        assert_equal_buckets(rows, {b: tuple(v) for b, v in want.items()})
+
+
+@SETTINGS
+@given(
+    st.sampled_from([UINT16, 1e6, UINT32_001]),
+    st.floats(0.0005, 0.002),  # the load as a share of the register per hour
+    st.sampled_from([60.0, 300.0, 900.0]),
+    st.floats(0.02, 0.95),  # the advance across the gap as a share of the register
+    st.floats(0.01, 0.99),  # where the counter is when the gap starts: this share of the advance below the top
+    st.sampled_from([0.5, 1.0, 3.0, 6.0]),  # the gap's load relative to the history's
+)
+def test_a_wrap_across_a_gap_is_counted_when_the_observed_rate_reaches_it(r, load, poll, share, where, gap_load):
+    """A day of steady readings, a gap across the wrap: counted in full when the wrap is within the
+    floor, or at most half the register and within 4x the observed rate over the gap; else a reset
+    that counts nothing across."""
+    rate = load * r / 3600.0
+    advance = share * r
+    hours = advance / (rate * gap_load) / 3600.0
+    ts_before = T0 + np.arange(int(86_400 / poll) + 1) * poll
+    before = r - where * advance - rate * (ts_before[-1] - ts_before)
+    ts_after = ts_before[-1] + hours * 3600.0 + np.arange(3) * poll
+    after = before[-1] + advance + np.arange(3) * poll * rate
+    ts, true = np.r_[ts_before, ts_after], np.r_[before, after]
+    values = np.mod(true, r)
+    iv = counter_intervals(ts, values, r)
+    want = reference.counter_buckets(list(zip(ts, values, strict=True)), r, None)
+    assert_equal_buckets(as_dict(iv), {b: tuple(v) for b, v in want.items()})
+    n = len(ts_before)
+    wrapped = values[n] + r - values[n - 1]
+    clean = (iv.flags == 0) & (iv.bucket < ts_before[-1])
+    observed = iv.quantity[clean].max() / 900.0
+    span = max(ts[n] - ts[n - 1], 900.0)
+    plausible = wrapped <= max(ROLLOVER_MAX_SHARE * r, min(0.5 * r, ROLLOVER_RATE_MULTIPLE * observed * span))
+    counted = true[-1] - true[0] if plausible else (before[-1] - before[0]) + (after[-1] - after[0])
+    assert iv.quantity.sum() == pytest.approx(counted, rel=1e-9)
+    assert bool((iv.flags & FLAG_ROLLOVER).any()) == plausible
+    if wrapped <= ROLLOVER_MAX_SHARE * r or (wrapped <= 0.5 * r and gap_load <= ROLLOVER_RATE_MULTIPLE):
+        assert plausible, "within the floor, or within half the register and the counter's own rate"
+    if wrapped > 0.5 * r * (1 + 1e-9) or (wrapped > ROLLOVER_MAX_SHARE * r * (1 + 1e-9) and gap_load > 4.001):
+        assert not plausible, "beyond half the register, or beyond 4x the counter's own rate"
+
+
+def window_prior(whole, first_t: float) -> np.ndarray:
+    """The ``prior`` of a window whose first reading is at ``first_t``, from a whole-history result:
+    clean-bucket quantities of the RATE_WINDOW_BUCKETS buckets before its bucket and that bucket."""
+    first = int(first_t // 900) * 900
+    prior = np.zeros(RATE_WINDOW_BUCKETS + 1)
+    for b, q, f in zip(whole.bucket, whole.quantity, whole.flags, strict=True):
+        k = (int(b) - first) // 900 + RATE_WINDOW_BUCKETS
+        if 0 <= k <= RATE_WINDOW_BUCKETS and not f & (FLAG_PARTIAL | FLAG_ROLLOVER | FLAG_RESET):
+            prior[k] = q
+    return prior
+
+
+@SETTINGS
+@given(
+    st.one_of(series(max_n=30), long_gap_series(max_segments=3)),
+    st.integers(4, 200),
+    st.sampled_from([60.0, 300.0, 900.0, 1800.0]),
+    st.data(),
+)
+def test_a_window_with_its_prior_equals_the_whole_history(tail, n_head, poll, data):
+    """The collector's premise: a computation from an accepted reading (here one inside a steady,
+    clean stretch) over the rest of the series, given ``prior`` from the whole history, gives the
+    whole history's buckets after the window's first bucket, wraps after long gaps included."""
+    rollover = tail["rollover"]
+    max_rate = tail["max_rate"]
+    rate = data.draw(st.sampled_from([0.05, 1.0, 4.0]))
+    ts_head = T0 - 10 * 86_400 + np.arange(n_head) * poll
+    head = 100.0 + (ts_head - ts_head[0]) * rate
+    shift = ts_head[-1] + poll - np.nanmin(tail["ts"])
+    ts = np.r_[ts_head, tail["ts"] + shift]
+    true_head = head if not rollover else np.mod(head, rollover)
+    values = np.r_[true_head, tail["values"]]
+    split = data.draw(st.integers(0, n_head - 2))  # a reading of the steady stretch, confirmed by the next
+    if rollover and head[split + 1] >= rollover:
+        return  # the head wrapped before it or right after it: not a reading a window starts on
+    whole = counter_intervals(ts, values, rollover, max_rate=max_rate)
+    prior = window_prior(whole, ts[split])
+    part = counter_intervals(ts[split:], values[split:], rollover, max_rate=max_rate, prior=prior)
+    want = reference.counter_buckets(
+        list(zip(ts[split:], values[split:], strict=True)), rollover, max_rate, prior=list(prior)
+    )
+    assert_equal_buckets(as_dict(part), {b: tuple(v) for b, v in want.items()})
+    after = int(ts[split] // 900) * 900 + 900
+    got = {b: v for b, v in as_dict(part).items() if b >= after}
+    assert_equal_buckets(got, {b: v for b, v in as_dict(whole).items() if b >= after})

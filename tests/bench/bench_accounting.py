@@ -28,7 +28,12 @@ import time
 
 import numpy as np
 
-from carbonwatch.accounting.flags import ROLLOVER_MAX_SHARE
+from carbonwatch.accounting.flags import (
+    FULL_COVERAGE,
+    RATE_WINDOW_BUCKETS,
+    ROLLOVER_MAX_SHARE,
+    ROLLOVER_RATE_MULTIPLE,
+)
 from carbonwatch.accounting.pipeline import PointInfo, point_factors, rollup
 
 BUCKET = 900.0
@@ -37,7 +42,8 @@ ROLLOVER = 10_000.0  # register width of the wrapping points (about two wraps pe
 
 
 def make_readings(n: int, npts: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PointInfo]]:
-    """Readings sorted by point and time (as a database returns them) with rollovers, zeros, spikes, resets."""
+    """Readings sorted by point and time (as a database returns them) with rollovers (some after a long
+    gap), zeros, spikes, resets."""
     rng = np.random.default_rng(seed)
     per = n // npts
     n = per * npts
@@ -54,6 +60,17 @@ def make_readings(n: int, npts: int, seed: int = 42) -> tuple[np.ndarray, np.nda
     value = np.cumsum(value, out=value)
     value -= np.repeat(value[starts] - rng.uniform(0, 5000, npts), per)
     wraps = np.arange(npts) % 2 == 0  # half the points wrap at ROLLOVER
+    # Every other wrapping point loses 3 hours of readings just before its first wrap: the step
+    # across the gap wraps by about 900 (9% of the register, beyond the 1/16 floor), which the
+    # point's observed rate (about 75 per complete bucket) makes plausible: counted as a rollover.
+    gap = 3 * 3600.0
+    for p in np.flatnonzero(np.arange(npts) % 4 == 0):
+        seg = value[starts[p] : starts[p] + per]
+        j = int(np.argmax(seg // ROLLOVER > seg[0] // ROLLOVER))
+        if 40 <= j <= per - 5:
+            k = starts[p] + j - 3
+            ts[k : starts[p] + per] += gap
+            value[k : starts[p] + per] += 5.0 / 60.0 * gap  # the load (about 5 per minute) goes on in the gap
     mask = np.repeat(wraps, per)
     np.mod(value, ROLLOVER, out=value, where=mask)
     del mask
@@ -95,6 +112,42 @@ def make_readings(n: int, npts: int, seed: int = 42) -> tuple[np.ndarray, np.nda
 # --- the same work without numba -------------------------------------------------------------------
 
 
+def wrapped_or_nothing(p, t0, t1, d, b0, one, rep, b, lo, hi, rollover):
+    """Per step (the drops matter): the wrapped difference where the wrap is plausible, else 0 (a
+    reset). Plausible: within 1/16 of the register, or within half of it and 4x the point's
+    observed rate (its largest clean bucket, complete and crossed by no drop, in the day before)."""
+    npts = len(rollover)
+    b1 = np.floor(t1 / BUCKET)
+    bmin = int(b0.min()) - RATE_WINDOW_BUCKETS
+    nbk = int(b1.max()) - bmin + 1
+    plain = d >= 0
+    cell = p[one] * nbk + (b0[one] - bmin).astype(np.int64)
+    q = np.bincount(cell, weights=np.where(plain[one], d[one], 0.0), minlength=npts * nbk)
+    cov = np.bincount(cell, weights=np.where(plain[one], (t1 - t0)[one], 0.0), minlength=npts * nbk)
+    cell = p[rep] * nbk + (b - bmin).astype(np.int64)
+    spread = d[rep] * ((hi - lo) / (t1[rep] - t0[rep]))
+    q += np.bincount(cell, weights=np.where(plain[rep], spread, 0.0), minlength=npts * nbk)
+    cov += np.bincount(cell, weights=np.where(plain[rep], hi - lo, 0.0), minlength=npts * nbk)
+    drops = np.flatnonzero(~plain)
+    nf = (b1[drops] - b0[drops] + 1).astype(np.int64)  # a drop's step flags every bucket it touches
+    first = np.repeat(b0[drops] - bmin, nf).astype(np.int64)
+    k = np.arange(nf.sum()) - np.repeat(np.cumsum(nf) - nf, nf)
+    crossed = np.zeros(npts * nbk, dtype=bool)
+    crossed[np.repeat(p[drops], nf) * nbk + first + k] = True
+    clean = np.where((cov / BUCKET >= FULL_COVERAGE) & ~crossed, q, 0.0).reshape(npts, nbk)
+    window = (b0[drops] - bmin).astype(np.int64)[:, None] - RATE_WINDOW_BUCKETS + np.arange(RATE_WINDOW_BUCKETS)
+    observed = clean[p[drops][:, None], window].max(axis=1, initial=0.0) / BUCKET
+    wrap = rollover[p[drops]]
+    wrapped = d[drops] + wrap
+    span = np.maximum(t1[drops] - t0[drops], BUCKET)
+    plausible = (wrapped <= ROLLOVER_MAX_SHARE * wrap) | (
+        (wrapped <= 0.5 * wrap) & (wrapped <= ROLLOVER_RATE_MULTIPLE * observed * span)
+    )
+    out = np.zeros(len(d))
+    out[drops] = np.where((wrap > 0) & (wrapped >= 0) & plausible, wrapped, 0.0)
+    return out
+
+
 def numpy_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, nent, nprov, day0, ndays):
     """Vectorised NumPy: the kernel rules for isolated anomalies, then bincount roll-ups."""
     first = np.r_[True, point[1:] != point[:-1]]
@@ -112,24 +165,21 @@ def numpy_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, nent, np
     t0, t1 = ts[:-1][same], ts[1:][same]
     d = (value[1:] - value[:-1])[same]
     p = point[1:][same]
-    wrap = rollover[p]
-    wrapped = d + wrap
-    is_wrap = (d < 0) & (wrap > 0) & (wrapped <= ROLLOVER_MAX_SHARE * wrap)  # no rate: a small share
-    d = np.where(d >= 0, d, np.where(is_wrap, wrapped, 0.0))  # resets are not counted
     b0 = np.floor(t0 / BUCKET)
     nb = np.maximum(np.ceil(t1 / BUCKET) - b0, 1).astype(np.int64)
     one = nb == 1
-    qty = np.bincount(
-        p[one] * ndays + ((b0[one] * BUCKET + 28800) // 86400 - day0).astype(np.int64),
-        weights=d[one],
-        minlength=len(rollover) * ndays,
-    )
     multi = np.flatnonzero(~one)
     rep = np.repeat(multi, nb[multi])
     k = np.arange(len(rep)) - np.repeat(np.cumsum(nb[multi]) - nb[multi], nb[multi])
     b = b0[rep] + k
     lo = np.maximum(t0[rep], b * BUCKET)
     hi = np.minimum(t1[rep], (b + 1) * BUCKET)
+    d = np.where(d >= 0, d, wrapped_or_nothing(p, t0, t1, d, b0, one, rep, b, lo, hi, rollover))  # resets: 0
+    qty = np.bincount(
+        p[one] * ndays + ((b0[one] * BUCKET + 28800) // 86400 - day0).astype(np.int64),
+        weights=d[one],
+        minlength=len(rollover) * ndays,
+    )
     share = d[rep] * (hi - lo) / (t1[rep] - t0[rep])
     day = ((b * BUCKET + 28800) // 86400 - day0).astype(np.int64)
     qty += np.bincount(p[rep] * ndays + day, weights=share, minlength=len(rollover) * ndays)
@@ -156,10 +206,6 @@ def pandas_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, day0, n
     df = df[~(drop & ~persists) & ~lone]
     g = df.groupby("point", sort=False)
     df = df.assign(t0=g["ts"].shift(1), d=g["value"].diff()).dropna(subset=["t0"])
-    wrap = df["point"].map(pd.Series(rollover))
-    wrapped = df["d"] + wrap
-    is_wrap = (df["d"] < 0) & (wrap > 0) & (wrapped <= ROLLOVER_MAX_SHARE * wrap)
-    df["d"] = df["d"].where(df["d"] >= 0, wrapped.where(is_wrap, 0.0))
     b0 = np.floor(df["t0"] / BUCKET)
     df["nb"] = np.maximum(np.ceil(df["ts"] / BUCKET) - b0, 1).astype("int64")
     df["b0"] = b0
@@ -168,7 +214,33 @@ def pandas_pipeline(point, ts, value, rollover, factor, ent_of, prov_of, day0, n
     parts["b"] = parts["b0"] + parts["k"]
     lo = np.maximum(parts["t0"], parts["b"] * BUCKET)
     hi = np.minimum(parts["ts"], (parts["b"] + 1) * BUCKET)
+    parts["cov"] = np.where(parts["nb"] == 1, parts["ts"] - parts["t0"], hi - lo)
     with np.errstate(invalid="ignore", divide="ignore"):  # zero-length steps: the whole delta, below
+        frac = (hi - lo) / (parts["ts"] - parts["t0"])
+    # The observed rate: buckets complete with counted steps up and crossed by no drop (whatever its
+    # verdict, a drop flags every bucket its step touches); per drop, the largest in the day before.
+    upward = (parts["d"] >= 0).to_numpy()
+    up = parts[upward]
+    grid = up.assign(q=np.where(up["nb"] == 1, up["d"], up["d"].to_numpy() * frac.to_numpy()[upward]))
+    grid = grid.groupby(["point", "b"])[["q", "cov"]].sum()
+    drops = df[df["d"] < 0]
+    touched = drops.loc[drops.index.repeat((np.floor(drops["ts"] / BUCKET) - drops["b0"] + 1).astype("int64"))]
+    touched = pd.MultiIndex.from_arrays([touched["point"], touched["b0"] + touched.groupby(level=0).cumcount()])
+    clean = grid.loc[(grid["cov"] / BUCKET >= FULL_COVERAGE) & ~grid.index.isin(touched), "q"]
+    before = drops.loc[drops.index.repeat(RATE_WINDOW_BUCKETS)]
+    before = before.assign(b=before["b0"] - 1 - before.groupby(level=0).cumcount())
+    found = clean.reindex(pd.MultiIndex.from_arrays([before["point"], before["b"]])).to_numpy()
+    observed = pd.Series(found, index=before.index).groupby(level=0).max().fillna(0.0) / BUCKET
+    observed = observed.reindex(df.index, fill_value=0.0)
+    wrap = df["point"].map(pd.Series(rollover))
+    wrapped = df["d"] + wrap
+    span = np.maximum(df["ts"] - df["t0"], BUCKET)
+    plausible = (wrapped <= ROLLOVER_MAX_SHARE * wrap) | (
+        (wrapped <= 0.5 * wrap) & (wrapped <= ROLLOVER_RATE_MULTIPLE * observed * span)
+    )
+    is_wrap = (df["d"] < 0) & (wrap > 0) & (wrapped >= 0) & plausible
+    parts["d"] = df["d"].where(df["d"] >= 0, wrapped.where(is_wrap, 0.0)).reindex(parts.index)  # resets: 0
+    with np.errstate(invalid="ignore", divide="ignore"):
         share = parts["d"] * (hi - lo) / (parts["ts"] - parts["t0"])
     parts["q"] = np.where(parts["nb"] == 1, parts["d"], share)
     parts["day"] = ((parts["b"] * BUCKET + 28800) // 86400 - day0).astype("int64")

@@ -8,12 +8,13 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import psycopg
 import pytest
 from fleet import counter_names, make_site, reading, register, telemetry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbonwatch.accounting.flags import FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
+from carbonwatch.accounting.flags import FLAG_PARTIAL, FLAG_RESET, FLAG_ROLLOVER, FLAG_SPIKE
 from carbonwatch.accounting.intervals import counter_intervals
 from carbonwatch.collector import intervals as builder_module
 from carbonwatch.collector.intervals import IntervalBuilder, baseline_index, build_intervals
@@ -87,15 +88,33 @@ def test_baseline_is_confirmed_by_the_reading_after_it():
 @st.composite
 def histories(draw):
     """A counter read at irregular times, with transient drops, garbage reads, (sometimes) a register
-    rollover and (sometimes) a rate limit."""
-    n = draw(st.integers(min_value=3, max_value=60))
-    # runs of fast polls (many readings in one bucket) between longer gaps
-    gap = st.one_of(st.integers(min_value=1, max_value=30), st.integers(min_value=1, max_value=3 * 3600))
-    gaps = draw(st.lists(gap, min_size=n, max_size=n))
-    incs = draw(st.lists(st.floats(min_value=0, max_value=2000, allow_nan=False), min_size=n, max_size=n))
-    rollover = draw(st.sampled_from([None, ROLLOVER]))
+    rollover, (sometimes) a steady load whose wraps after long gaps its observed rate judges, and
+    (sometimes) a rate limit."""
+    # a steady load on a wrapping register with no rate limit: bursts of 10-15 polls 30-60 s apart (less
+    # than a bucket) between long gaps that carry wraps beyond 1/16 of the register. A window starting a
+    # few readings before a gap then often holds no complete bucket of its own, and the observed rate
+    # that judges the wrap across the gap comes from the stored buckets of the gaps before.
+    steady = draw(st.booleans())
+    fast = st.integers(min_value=1, max_value=30)
+    if steady:
+        gaps = []
+        for _ in range(draw(st.integers(min_value=2, max_value=5))):
+            gaps += [draw(st.integers(min_value=1800, max_value=4 * 3600))]
+            gaps += draw(st.lists(st.integers(min_value=30, max_value=60), min_size=9, max_size=14))
+        n = len(gaps)
+        rate = draw(st.sampled_from([2.0, 5.0]))
+        incs = [g * rate * draw(st.sampled_from([1.0] * 4 + [0.0, 3.0])) for g in gaps]
+        rollover = ROLLOVER
+    else:
+        n = draw(st.integers(min_value=3, max_value=60))
+        # runs of fast polls (many readings in one bucket) between longer gaps
+        gap = st.one_of(fast, st.integers(min_value=1, max_value=3 * 3600))
+        gaps = draw(st.lists(gap, min_size=n, max_size=n))
+        incs = draw(st.lists(st.floats(min_value=0, max_value=2000, allow_nan=False), min_size=n, max_size=n))
+        rollover = draw(st.sampled_from([None, ROLLOVER]))
     start = draw(st.floats(min_value=0, max_value=99_000 if rollover else 1e7))
-    glitch = draw(st.lists(st.sampled_from(["ok"] * 4 + ["zero", "spike"]), min_size=n, max_size=n))
+    kinds = ["ok"] * (12 if steady else 4) + ["zero", "spike"]
+    glitch = draw(st.lists(st.sampled_from(kinds), min_size=n, max_size=n))
     ts, values, total, run = [], [], start, 0
     t = T0.timestamp()
     for i in range(n):
@@ -109,16 +128,18 @@ def histories(draw):
         ts.append(round(t, 3))
         values.append(round(v, 3))
     # a rate limit in kWh per hour (the site file's max_rate), or none
-    max_rate = draw(st.sampled_from([None, 3600.0, 720_000.0, 36_000_000.0]))
-    chunks = draw(st.integers(min_value=1, max_value=min(6, n)))
+    limits = [None] * 3 + [36_000_000.0] if steady else [None, 3600.0, 720_000.0, 36_000_000.0]
+    max_rate = draw(st.sampled_from(limits))
+    chunks = draw(st.integers(min_value=1, max_value=min(10 if steady else 6, n)))
     seed = draw(st.integers(min_value=0, max_value=2**32 - 1))
-    return ts, values, rollover, max_rate, chunks, seed
+    arrival = draw(st.sampled_from(["shuffled", "runs in order", "runs in any order"]))
+    return ts, values, rollover, max_rate, chunks, seed, arrival
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(histories())
 def test_intervals_match_a_whole_history_computation_whatever_the_arrival_order(db_url, site, conn, history):
-    ts, values, rollover, max_rate, chunks, seed = history
+    ts, values, rollover, max_rate, chunks, seed, arrival = history
     point = counter_names(site, 0)[0]
     conn.execute(
         "UPDATE points SET rollover = %s, max_rate_per_hour = %s WHERE point = %s", (rollover, max_rate, point)
@@ -127,13 +148,30 @@ def test_intervals_match_a_whole_history_computation_whatever_the_arrival_order(
         conn.execute(f"DELETE FROM {table}")
     rng = random.Random(seed)
     idx = list(range(len(ts)))
-    rng.shuffle(idx)  # late data: readings arrive in random groups, in random order
-    for k in range(chunks):
-        part = sorted(idx[k::chunks])
+    if arrival == "shuffled":  # late data: readings arrive in random groups, in random order
+        rng.shuffle(idx)
+        parts = [sorted(idx[k::chunks]) for k in range(chunks)]
+    else:  # runs of consecutive readings, as a gateway sends them (or drains its buffer after an outage)
+        # often starting after a long gap: the window then starts just before the gap, and the
+        # observed rate of a wrap across it comes from intervals built before
+        after_gaps = [i for i in range(1, len(ts)) if ts[i] - ts[i - 1] >= 1800]
+        cuts = set(rng.sample(after_gaps, min(len(after_gaps), chunks - 1)))
+        cuts |= set(rng.sample(range(1, len(ts)), chunks - 1 - len(cuts)))
+        cuts = sorted(cuts)
+        parts = [idx[a:b] for a, b in zip([0, *cuts], [*cuts, len(ts)], strict=True)]
+        if arrival == "runs in any order":
+            rng.shuffle(parts)
+    delivered: list[int] = []
+    for k, part in enumerate(parts):
         rs = [reading(point, datetime.fromtimestamp(ts[i], UTC), values[i]) for i in part]
         deliver(conn, db_url, site, rs, seq=k)
-        if rng.random() < 0.7:  # sometimes several deliveries queue up before a build
+        delivered += part
+        # sometimes several deliveries queue up before a build; runs in order are built as they come (live)
+        if arrival == "runs in order" or rng.random() < 0.7:
             build_intervals(conn)
+            # after every build, what is stored is what the readings so far give
+            so_far = ([ts[i] for i in delivered], [values[i] for i in delivered])
+            assert_same(stored(conn, point), reference(*so_far, rollover, max_rate))
     build_intervals(conn)
     assert conn.execute("SELECT count(*) FROM interval_dirty").fetchone()[0] == 0
     assert_same(stored(conn, point), reference(ts, values, rollover, max_rate))
@@ -167,10 +205,10 @@ def test_one_failing_point_is_postponed_and_the_others_are_built(db_url, site, c
     deliver(conn, db_url, site, [reading(p, T0 + timedelta(minutes=m), 1.0 + m) for p in (bad, good) for m in (0, 20)])
     real = builder_module.counter_intervals
 
-    def failing_for_one_point(ts, values, rollover=None, bucket_seconds=900, *, max_rate=None):
+    def failing_for_one_point(ts, values, rollover=None, bucket_seconds=900, *, max_rate=None, prior=None):
         if rollover == marker:
             raise ValueError("corrupt history")
-        return real(ts, values, rollover, bucket_seconds, max_rate=max_rate)
+        return real(ts, values, rollover, bucket_seconds, max_rate=max_rate, prior=prior)
 
     monkeypatch.setattr(builder_module, "counter_intervals", failing_for_one_point)
     metrics = CollectorMetrics()
@@ -300,3 +338,97 @@ def test_max_rate_in_the_site_contract():
             Point.model_validate({**base, "max_rate": bad})
     with pytest.raises(ValidationError, match=r"max_rate .* applies to counters only"):
         Point.model_validate({**base, "kind": "gauge", "unit": "kW", "max_rate": 10})
+
+
+# --- wraps after long gaps, judged by the counter's observed rate ---------------------------------
+
+UINT16 = 65_536.0
+
+
+def long_gap_history(minutes: int = 112):
+    """A uint16 kWh counter (no max_rate) on a 15.6 MW load, read every minute for ``minutes``, then
+    75 minutes later across a wrap (19,500 kWh, 30% of the register), then every minute for 5 more."""
+    ts = [T0 + timedelta(minutes=m) for m in range(minutes + 1)]
+    ts += [ts[-1] + timedelta(minutes=75 + m) for m in range(6)]
+    true = [62_000.0 - 260.0 * minutes + 260.0 * (t - T0).total_seconds() / 60 for t in ts]
+    return ts, [v % UINT16 for v in true], true[-1] - true[0]
+
+
+@pytest.mark.parametrize("arrival", ["at once", "history first", "history last"])
+def test_a_wrap_after_a_long_gap_is_counted_in_full_however_the_readings_arrive(db_url, site, conn, arrival):
+    """The review's example through the builder. Delivered after the history was built, the window
+    starts a few readings before the gap and holds no complete bucket of its own before the gap's
+    (the history ends 7 minutes into a bucket): the observed rate comes from the stored intervals.
+    Delivered before the history, it is first a reset, and the history's build rewrites it (the
+    rate of the buckets it rewrites judges wraps up to a day later)."""
+    point = counter_names(site, 0)[0]
+    conn.execute("UPDATE points SET rollover = %s, max_rate_per_hour = NULL WHERE point = %s", (UINT16, point))
+    ts, values, total = long_gap_history()
+    rows = [reading(point, t, v) for t, v in zip(ts, values, strict=True)]
+    history, rest = rows[:113], rows[113:]
+    if arrival == "at once":
+        deliver(conn, db_url, site, rows)
+    else:
+        first, second = (history, rest) if arrival == "history first" else ([*history[-2:], *rest], history[:-2])
+        deliver(conn, db_url, site, first)
+        build_intervals(conn)
+        if arrival == "history last":  # the wrap is seen with no history yet: a reset, for now
+            assert any(f & FLAG_RESET for _, _, f, _ in stored(conn, point))
+        deliver(conn, db_url, site, second, seq=1)
+    build_intervals(conn)
+    got = stored(conn, point)
+    assert sum(q for _, q, _, _ in got) == pytest.approx(total)
+    assert total == pytest.approx(19_500.0 + 260.0 * (112 + 5))
+    flags = 0
+    for _, _, f, _ in got:
+        flags |= f
+    assert flags & FLAG_ROLLOVER and not flags & FLAG_RESET
+    assert_same(got, reference([t.timestamp() for t in ts], values, UINT16))
+
+
+def test_the_builder_reads_the_stored_history_only_when_a_window_has_a_reset(db_url, site, conn, monkeypatch):
+    """Live builds of a counter running on cost no extra query; a window with a reset is computed
+    again with the stored intervals of the day before it."""
+    point = counter_names(site, 0)[0]
+    conn.execute("UPDATE points SET rollover = %s WHERE point = %s", (UINT16, point))
+    ts, values, _ = long_gap_history()
+    deliver(conn, db_url, site, [reading(point, t, v) for t, v in zip(ts[:113], values[:113], strict=True)])
+    build_intervals(conn)
+    queries = []
+    execute = psycopg.Cursor.execute
+
+    def spy(self, query, *args, **kwargs):
+        queries.append(query)
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    more = [T0 + timedelta(minutes=113 + m) for m in range(3)]  # the counter runs on: no wrap
+    deliver(conn, db_url, site, [reading(point, t, values[112] + 260.0 * (k + 1)) for k, t in enumerate(more)], 1)
+    build_intervals(conn)
+    assert builder_module._PRIOR not in queries
+    deliver(conn, db_url, site, [reading(point, t, v) for t, v in zip(ts[113:], values[113:], strict=True)], 2)
+    build_intervals(conn)
+    assert builder_module._PRIOR in queries  # a reset at first: judged again with the stored history
+    got = stored(conn, point)
+    assert any(f & FLAG_ROLLOVER for _, _, f, _ in got) and not any(f & FLAG_RESET for _, _, f, _ in got)
+
+
+def test_a_replaced_meter_with_a_long_history_is_still_a_reset_in_the_builder(db_url, site, conn):
+    """A uint32 x 0.01 register at 30e6 kWh with a day of history on a 2 MW load, replaced over a
+    day and reading 0, 5, 10: a reset (the 12.9 GWh it would imply is far beyond 4x its rate)."""
+    point = counter_names(site, 0)[0]
+    conn.execute("UPDATE points SET rollover = %s WHERE point = %s", (2**32 * 0.01, point))
+    ts = [T0 + timedelta(minutes=5 * k) for k in range(289)]
+    values = [30e6 - 48_000.0 + 2_000.0 / 12 * k for k in range(289)]
+    deliver(conn, db_url, site, [reading(point, t, v) for t, v in zip(ts, values, strict=True)])
+    build_intervals(conn)
+    after = [ts[-1] + timedelta(days=1, minutes=5 * k) for k in range(3)]
+    deliver(conn, db_url, site, [reading(point, t, v) for t, v in zip(after, [0.0, 5.0, 10.0], strict=True)], 1)
+    build_intervals(conn)
+    got = stored(conn, point)
+    assert sum(q for _, q, _, _ in got) == pytest.approx(48_000.0 + 10.0)
+    flags = 0
+    for _, _, f, _ in got:
+        flags |= f
+    assert flags & FLAG_RESET and flags & FLAG_PARTIAL and not flags & FLAG_ROLLOVER
+    assert_same(got, reference([t.timestamp() for t in ts + after], [*values, 0.0, 5.0, 10.0], 2**32 * 0.01))
